@@ -1,0 +1,45 @@
+"""Token layout: the ids of the released checkpoints, computed from the tokenizer."""
+
+import pytest
+
+from vita_core.errors import CheckpointError, InputError
+from vita_core.tokens import AudioCodes, ChatFormat, Message, layout_from_tokenizer
+
+
+def test_boost_balance_layout(tokenizer):
+    lay = layout_from_tokenizer(tokenizer)
+    assert (lay.endoftext, lay.im_start, lay.im_end) == (151643, 151644, 151645)
+    assert (lay.begin_of_audio, lay.end_of_audio, lay.audio_placeholder) == (151674, 151675, 151684)
+    assert lay.audio_offset == 151685 and lay.audio_end == 151685 + 16384
+    assert lay.context_of_audio is None and not lay.is_plus
+    assert lay.code_to_id(0) == 151685 and lay.id_to_code(151685 + 16383) == 16383
+
+
+def test_plus_layout_is_shifted_by_one(plus_tokenizer):
+    lay = layout_from_tokenizer(plus_tokenizer)
+    assert lay.context_of_audio == 151676
+    assert lay.audio_placeholder == 151685 and lay.audio_offset == 151686
+
+
+def test_code_range_and_config_check(tokenizer):
+    lay = layout_from_tokenizer(tokenizer)
+    with pytest.raises(InputError, match="outside"):
+        lay.code_to_id(16384)
+    lay.check_config(168072)
+    with pytest.raises(CheckpointError, match="vocab_size 152064"):
+        lay.check_config(152064)
+
+
+def test_chat_template_with_generation_prompt(tokenizer):
+    lay = layout_from_tokenizer(tokenizer)
+    chat = ChatFormat(tokenizer, lay)
+    ids = chat.encode([Message("user", ["Convert the speech to text.\n", AudioCodes([0, 7])])])
+    text = tokenizer.decode(ids)
+    assert text == (
+        "<|im_start|>user\nConvert the speech to text.\n<|begin_of_audio|><|audio_0|><|audio_7|>"
+        "<|end_of_audio|><|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert ids[-1 - len(chat.text_ids("assistant\n")) :] == [lay.im_start, *chat.text_ids("assistant\n")]
+    boa = ids.index(lay.begin_of_audio)
+    assert ids[boa : boa + 4] == [lay.begin_of_audio, lay.audio_offset, lay.audio_offset + 7, lay.end_of_audio]
+    assert chat.decode_text(ids) == "user\nConvert the speech to text.\n\nassistant\n"

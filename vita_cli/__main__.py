@@ -1,0 +1,3 @@
+from vita_cli.main import app
+
+app()

@@ -1,0 +1,12 @@
+"""The `vita` command: one Typer app, one small module per command."""
+
+import typer
+
+app = typer.Typer(
+    name="vita",
+    help="Fast end-to-end speech language models (VITA-Audio compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
