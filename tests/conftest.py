@@ -21,3 +21,20 @@ def tokenizer(tokenizer_dir):
 @pytest.fixture(scope="session")
 def plus_tokenizer(tmp_path_factory):
     return load_tokenizer(build_tokenizer(tmp_path_factory.mktemp("plus_tokenizer"), plus=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
+    """A random-init tiny VITA-Audio checkpoint (10 MCTP modules) saved in the upstream format."""
+    import shutil
+
+    import torch
+
+    from vita_core.model.checkpoint import preset_config, random_model, save_model
+
+    model = random_model(preset_config("tiny"), seed=0, dtype=torch.float64)
+    folder = tmp_path_factory.mktemp("ckpt") / "vita-tiny"
+    save_model(model, folder, max_shard_size="8MB")
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder

@@ -1,0 +1,281 @@
+"""The generation engine: prefill, step loop, KV caches, the MCTP chain, stop rules; yields events.
+
+Who produces each position comes from the mode (`schedule.Mode`), what it may hold from the
+layout (`schedule.Layout`). A backbone step runs the LLM over every token it has not seen yet
+(one token, or the token it just made plus the MCTP tokens since); MCTP module k then runs right
+after the step that feeds it, over every position it has not seen yet, so one Boost cycle is one
+backbone pass plus ten one-layer MCTP steps. All state is per request (`GenerationState`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from vita_core.errors import InputError
+from vita_core.kv_cache import KVCache
+from vita_core.model.attention import causal_mask_for_cache
+from vita_core.model.modeling import VitaAudioForCausalLM
+from vita_core.schedule import BACKBONE, Kind, Layout, LayoutState, Mode, get_mode
+from vita_core.tokens import TokenLayout
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """temperature 0 means greedy; the rest follow Hugging Face's processors in the same order."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise InputError(f"temperature {self.temperature} must be >= 0 (0 means greedy)")
+        if self.top_k < 0:
+            raise InputError(f"top_k {self.top_k} must be >= 0 (0 disables it)")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p {self.top_p} must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty {self.repetition_penalty} must be > 0")
+
+
+@dataclass
+class TokenEvent:
+    """One generated token; `producer` is BACKBONE (-1) or the MCTP module index."""
+
+    token: int
+    index: int
+    producer: int
+    kind: str  # text | audio | begin_audio | end_audio | stop
+
+
+@dataclass
+class AudioBlockEvent:
+    """The codes of one audio block, emitted at its <|end_of_audio|> (or at the end, unclosed)."""
+
+    codes: list[int]
+    block: int
+    closed: bool
+    seconds: float  # since generation started
+
+
+@dataclass
+class ForwardEvent:
+    """One forward pass: which module, how many query positions, how long it took."""
+
+    producer: int
+    positions: int
+    seconds: float
+
+
+@dataclass
+class DoneEvent:
+    tokens: list[int]
+    producers: list[int]
+    stop_reason: str  # stop | length
+    backbone_forwards: int
+    mtp_forwards: int
+    seconds: float
+
+
+Event = TokenEvent | AudioBlockEvent | ForwardEvent | DoneEvent
+
+
+@dataclass
+class GenerationState:
+    """Everything one request needs between steps."""
+
+    tokens: list[int]
+    embeds: torch.Tensor  # [T_max, H] input embeddings by position
+    hidden: torch.Tensor  # [levels, T_max, H]: level 0 backbone, level k+1 module k's output
+    seen: list[int]  # per level: next position to process (backbone starts at 0, module k at k+1)
+    cache: KVCache
+    layout_state: LayoutState = field(default_factory=LayoutState)
+    generator: torch.Generator | None = None
+    presence: torch.Tensor | None = None  # bool [V]: ids seen so far (repetition penalty)
+
+
+class Engine:
+    """Runs requests on a shared, read-only model."""
+
+    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout) -> None:
+        self.model = model
+        self.tokens = tokens
+        tokens.check_config(model.config.vocab_size)
+        self.device = model.lm_head.weight.device
+        w = model.lm_head.weight
+        self._code_rows = w[tokens.audio_offset : tokens.audio_end]
+        self._eoa_row = w[tokens.end_of_audio : tokens.end_of_audio + 1]
+
+    # ---- forward passes ----
+
+    def _new_state(self, prompt: Sequence[int], max_new: int, prompt_embeds: torch.Tensor | None,
+                   sampling: Sampling) -> GenerationState:
+        m, total = self.model, len(prompt) + max_new + 1
+        dtype, hidden = m.lm_head.weight.dtype, m.config.hidden_size
+        levels = max(m.num_mtp, 1)
+        state = GenerationState(
+            tokens=list(prompt),
+            embeds=torch.zeros(total, hidden, device=self.device, dtype=dtype),
+            hidden=torch.zeros(levels, total, hidden, device=self.device, dtype=dtype),
+            seen=[0] + [k + 1 for k in range(m.num_mtp)],
+            cache=KVCache(m.config, total, range(m.config.num_hidden_layers), self.device, dtype),
+        )
+        ids = torch.tensor(prompt, device=self.device)
+        state.embeds[: len(prompt)] = m.embed(ids) if prompt_embeds is None else prompt_embeds.to(dtype)
+        if sampling.seed is not None:
+            state.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        if sampling.repetition_penalty != 1.0:
+            state.presence = torch.zeros(m.config.vocab_size, dtype=torch.bool, device=self.device)
+            state.presence[ids] = True
+        return state
+
+    def _embed_new(self, state: GenerationState, start: int, end: int) -> None:
+        ids = torch.tensor(state.tokens[start:end], device=self.device)
+        state.embeds[start:end] = self.model.embed(ids)
+
+    def _run(self, state: GenerationState, producer: int) -> tuple[torch.Tensor, int]:
+        """Catch the producer up to the last token; return its hidden state there and the positions run."""
+        m, last = self.model, len(state.tokens)
+        level = 0 if producer == BACKBONE else producer + 1
+        start = state.seen[0] if producer == BACKBONE else state.seen[producer + 1]
+        positions = torch.arange(start, last, device=self.device).unsqueeze(0)
+        if producer == BACKBONE:
+            kv_len = last
+            mask = causal_mask_for_cache(last - start, kv_len, self.device)
+            out = m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)
+            state.hidden[0, start:last] = out[0]
+            state.seen[0] = last
+        else:
+            k = producer
+            kv_len = last - (k + 1)
+            mask = causal_mask_for_cache(last - start, kv_len, self.device)
+            prev = state.hidden[k, start - 1 : last - 1].unsqueeze(0)
+            out = m.mtp(k, state.embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)
+            if level < state.hidden.shape[0]:
+                state.hidden[level, start:last] = out[0]
+            state.seen[level] = last
+        return out[0, -1], last - start
+
+    # ---- choosing the next token ----
+
+    def _choose(self, h: torch.Tensor, kind: Kind, state: GenerationState, sampling: Sampling) -> int:
+        lay = self.tokens
+        if kind is Kind.BOA:
+            return lay.begin_of_audio
+        if kind in (Kind.CODE, Kind.CODE_OR_EOA):
+            logits = h @ self._code_rows.T
+            if kind is Kind.CODE_OR_EOA:
+                logits = torch.cat([logits, h @ self._eoa_row.T])
+            offset = lay.audio_offset
+            index = self._pick(logits.float(), state, sampling, offset)
+            return offset + index if index < lay.num_codes else lay.end_of_audio
+        logits = self.model.logits(h).float()
+        if kind is not Kind.ANY:
+            logits[lay.audio_offset :] = float("-inf")
+            logits[lay.end_of_audio] = float("-inf")
+            if kind is Kind.AFTER_AUDIO:
+                logits[lay.begin_of_audio] = float("-inf")
+        return self._pick(logits, state, sampling, 0)
+
+    def _pick(self, logits: torch.Tensor, state: GenerationState, sampling: Sampling, offset: int) -> int:
+        if state.presence is not None:
+            seen = state.presence[offset : offset + logits.shape[0]]
+            if offset + logits.shape[0] > state.presence.shape[0]:  # the EOA row after the codes
+                seen = torch.cat([seen, state.presence[self.tokens.end_of_audio : self.tokens.end_of_audio + 1]])
+            p = sampling.repetition_penalty
+            logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
+        if sampling.temperature == 0:
+            return int(torch.argmax(logits))
+        logits = logits / sampling.temperature
+        if sampling.top_k and sampling.top_k < logits.shape[0]:
+            kth = torch.topk(logits, sampling.top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if sampling.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=False)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum <= 1 - sampling.top_p
+            drop[-1] = False
+            logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+        probs = logits.softmax(-1)
+        return int(torch.multinomial(probs, 1, generator=state.generator))
+
+    # ---- the loop ----
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        mode: str | Sequence[int] | Mode = "vanilla",
+        layout: Layout | None = None,
+        sampling: Sampling = Sampling(),
+        max_new_tokens: int = 1024,
+        stop_ids: Sequence[int] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+    ) -> Iterator[Event]:
+        """Yield TokenEvent/ForwardEvent as they happen, AudioBlockEvent per block, DoneEvent last.
+
+        `stop_ids=()` never stops early (benchmarks); by default <|im_end|> and <|endoftext|> stop.
+        """
+        if not prompt:
+            raise InputError("the prompt is empty")
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens {max_new_tokens} must be at least 1")
+        mode = mode if isinstance(mode, Mode) else get_mode(mode)
+        layout = layout or Layout(None)
+        stops = set(self.tokens.stop_ids if stop_ids is None else stop_ids)
+        lay = self.tokens
+        producers = mode.producers(max_new_tokens, self.model.num_mtp)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            state = self._new_state(prompt, max_new_tokens, prompt_embeds, sampling)
+            block: list[int] = []
+            blocks, counts, reason = 0, {"b": 0, "m": 0}, "length"
+            for n, producer in enumerate(producers):
+                last = len(state.tokens)
+                start = time.perf_counter()
+                h, positions = self._run(state, producer)
+                counts["b" if producer == BACKBONE else "m"] += 1
+                token = self._choose(h, layout.kind(state.layout_state), state, sampling)
+                yield ForwardEvent(producer, positions, time.perf_counter() - start)
+                state.tokens.append(token)
+                self._embed_new(state, last, last + 1)
+                if state.presence is not None:
+                    state.presence[token] = True
+                state.layout_state = layout.advance(
+                    state.layout_state, token, lay.begin_of_audio, lay.end_of_audio, lay.is_audio_code(token)
+                )
+                if token in stops:
+                    yield TokenEvent(token, n, producer, "stop")
+                    reason = "stop"
+                    break
+                if lay.is_audio_code(token):
+                    block.append(lay.id_to_code(token))
+                    yield TokenEvent(token, n, producer, "audio")
+                elif token == lay.begin_of_audio:
+                    yield TokenEvent(token, n, producer, "begin_audio")
+                elif token == lay.end_of_audio:
+                    yield TokenEvent(token, n, producer, "end_audio")
+                    yield AudioBlockEvent(block, blocks, True, time.perf_counter() - t0)
+                    block, blocks = [], blocks + 1
+                else:
+                    yield TokenEvent(token, n, producer, "text")
+            if block:
+                yield AudioBlockEvent(block, blocks, False, time.perf_counter() - t0)
+            generated = state.tokens[len(prompt) :]
+            yield DoneEvent(generated, producers[: len(generated)], reason, counts["b"], counts["m"],
+                            time.perf_counter() - t0)
+
+
+def generate_ids(engine: Engine, prompt: Sequence[int], **kwargs: object) -> DoneEvent:
+    """Run to completion and return the summary (tests, ASR, evaluation)."""
+    done = None
+    for event in engine.generate(prompt, **kwargs):
+        if isinstance(event, DoneEvent):
+            done = event
+    assert done is not None
+    return done
