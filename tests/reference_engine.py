@@ -31,6 +31,8 @@ def reference_generate(model, lay, prompt, mode: Mode, layout: Layout, max_new: 
             kind = layout.kind(state)
             if kind is Kind.BOA:
                 token = lay.begin_of_audio
+            elif kind is Kind.EOA:
+                token = lay.end_of_audio
             else:
                 allowed = torch.ones_like(logits, dtype=torch.bool)
                 if kind in (Kind.CODE, Kind.CODE_OR_EOA):

@@ -48,9 +48,10 @@ def test_vanilla_greedy_equals_hf_generate(model, engine):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=str)
-@pytest.mark.parametrize("ratio", [None, BOOST_RATIO, BALANCE_RATIO], ids=["free", "boost-layout", "balance-layout"])
-def test_cached_engine_equals_cache_free_reference(model, engine, lay, mode, ratio):
-    layout = Layout(ratio)
+@pytest.mark.parametrize("ratio,strict", [(None, False), (BOOST_RATIO, False), (BALANCE_RATIO, False), (BOOST_RATIO, True)],
+                         ids=["free", "boost-layout", "balance-layout", "strict-boost"])
+def test_cached_engine_equals_cache_free_reference(model, engine, lay, mode, ratio, strict):
+    layout = Layout(ratio, strict=strict)
     m = get_mode(mode)
     ours = generate_ids(engine, PROMPT, mode=m, layout=layout, max_new_tokens=40, stop_ids=())
     ref_tokens, ref_producers = reference_generate(model, lay, PROMPT, m, layout, 40)
@@ -113,3 +114,11 @@ def test_stops_on_im_end(engine, lay):
     first = generate_ids(engine, PROMPT, mode="vanilla", max_new_tokens=1, stop_ids=()).tokens[0]
     done = generate_ids(engine, PROMPT, mode="vanilla", max_new_tokens=10, stop_ids=(first,))
     assert done.tokens == [first] and done.stop_reason == "stop"
+
+
+def test_strict_layout_gives_the_nominal_mix(engine, lay):
+    done = generate_ids(engine, PROMPT, mode="turbo", layout=Layout(BOOST_RATIO, strict=True),
+                        max_new_tokens=39, stop_ids=())
+    B, E = lay.begin_of_audio, lay.end_of_audio
+    shape = ["a" if lay.is_audio_code(t) else "B" if t == B else "E" if t == E else "t" for t in done.tokens]
+    assert "".join(shape) == "tB" + "a" * 8 + "E" + ("tttt" + "B" + "a" * 8 + "E") * 2

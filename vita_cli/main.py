@@ -10,3 +10,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def main() -> None:
+    """Fast end-to-end speech language models (VITA-Audio compatible)."""
+
+
+from vita_cli import bench  # noqa: E402,F401  (registers commands on `app`)

@@ -168,6 +168,8 @@ class Engine:
         lay = self.tokens
         if kind is Kind.BOA:
             return lay.begin_of_audio
+        if kind is Kind.EOA:
+            return lay.end_of_audio
         if kind in (Kind.CODE, Kind.CODE_OR_EOA):
             logits = h @ self._code_rows.T
             if kind is Kind.CODE_OR_EOA:

@@ -94,6 +94,7 @@ class Kind(Enum):
     BOA = "boa"  # <|begin_of_audio|> only
     CODE = "code"  # audio codes only
     CODE_OR_EOA = "code_or_eoa"  # audio codes or <|end_of_audio|>
+    EOA = "eoa"  # <|end_of_audio|> only (strict layouts)
     AFTER_AUDIO = "after_audio"  # the final block is closed: text and stop tokens only
     ANY = "any"  # no constraint
 
@@ -117,12 +118,15 @@ class Layout:
     and <|end_of_audio|>; the last (t, a) pair repeats. Once the text is done, the final block
     is open: it holds every remaining code. So a block that goes on past a_i - 2 codes, or one
     that starts before t_i text tokens, is the final one. `ratio=None` means free (no masking);
-    `text_only=True` forbids audio altogether (ASR).
+    `text_only=True` forbids audio altogether (ASR). `strict=True` never ends the text or a
+    block early: every chunk has exactly t_i text tokens and a_i - 2 codes (speed benchmarks on
+    random weights, where content cannot be realistic but its mix of text and audio can).
     """
 
-    def __init__(self, ratio: Sequence[int] | None, text_only: bool = False) -> None:
+    def __init__(self, ratio: Sequence[int] | None, text_only: bool = False, strict: bool = False) -> None:
         self.ratio = parse_ratio(ratio) if ratio is not None else None
         self.text_only = text_only
+        self.strict = strict
         if self.ratio is not None:
             pairs = list(zip(self.ratio[::2], self.ratio[1::2]))
             if any(a < 2 for _, a in pairs):
@@ -141,7 +145,11 @@ class Layout:
             return Kind.AFTER_AUDIO
         text_n, audio_n = self._pair(state.chunk)
         if not state.in_block:
-            return Kind.TEXT if state.text_count < text_n else Kind.BOA
+            if state.text_count < text_n:
+                return Kind.AFTER_AUDIO if self.strict else Kind.TEXT
+            return Kind.BOA
+        if self.strict:
+            return Kind.CODE if state.code_count < audio_n - 2 else Kind.EOA
         if state.open_block or state.code_count >= audio_n - 2:
             return Kind.CODE_OR_EOA
         return Kind.CODE

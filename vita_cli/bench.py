@@ -1,0 +1,53 @@
+"""`vita bench`: speedup table of the inference modes and time to the first audio block."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from vita_cli.common import console, err_console, handle_errors
+from vita_cli.main import app
+
+
+@app.command()
+@handle_errors
+def bench(
+    preset: str = typer.Option("0.5b", help="Model size preset: tiny, 0.5b, 7b, 72b (random init)."),
+    modes: str = typer.Option("vanilla,balance,boost,turbo", help="Comma-separated modes; vanilla is always run."),
+    new_tokens: int = typer.Option(512, help="Tokens generated per run (stop tokens ignored)."),
+    repeats: int = typer.Option(3, help="Measured runs per mode; the table shows the median."),
+    warmup: int = typer.Option(1, help="Unmeasured warm-up runs per mode."),
+    prompt_tokens: int = typer.Option(32, help="Length of the random prompt."),
+    layout: str = typer.Option("1 10 4 10", help="Content layout every mode generates (text/audio ratio)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    seed: int = typer.Option(0, help="Seed for weights and prompt."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Measure tokens/s, backbone forwards and first-audio latency of each mode.
+
+    Example: vita bench --preset 0.5b --new-tokens 512
+    """
+    from vita_core.bench import bench_modes
+    from vita_core.schedule import parse_ratio
+
+    result = bench_modes(
+        preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
+        repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
+        layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title=f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, "
+                        f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}")
+    for col in ("mode", "tokens/s", "range", "backbone fwd", "MCTP fwd", "speedup", "first audio block",
+                "ms/backbone", "ms/MCTP"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for m in result.modes:
+        table.add_row(m.mode, f"{m.tokens_per_s:.1f}", f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}",
+                      str(m.backbone_forwards), str(m.mtp_forwards), f"{m.speedup:.2f}x",
+                      f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.mtp_forward_ms:.1f}")
+    console.print(table)
