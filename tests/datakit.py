@@ -1,0 +1,46 @@
+"""Helpers for the data tests: a deterministic stand-in speech encoder and small audio files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+
+
+class StandInEncoder:
+    """Follows the SpeechEncoder protocol at GLM-4-Voice's rates: 16 kHz in, 12.5 codes/s, 16384 codes.
+
+    Each 80 ms frame (1280 samples) becomes one code from its energy and zero-crossing count, so
+    codes depend on the audio content and equal audio gives equal codes. Counts the clips it encodes.
+    """
+
+    sample_rate = 16000
+    codes_per_second = 12.5
+    codebook_size = 16384
+    hop = 1280
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        assert sample_rate == self.sample_rate
+        self.encoded += 1
+        n = len(wav) // self.hop
+        frames = np.asarray(wav[: n * self.hop], dtype=np.float64).reshape(n, self.hop)
+        energy = np.minimum((np.sqrt((frames**2).mean(axis=1)) * 1000).astype(np.int64), 127)
+        crossings = (np.diff(np.signbit(frames), axis=1) != 0).sum(axis=1)
+        return (energy * 128 + np.minimum(crossings, 127)).astype(np.int64)
+
+    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[np.ndarray]:
+        return [self.encode(w, sample_rate) for w in wavs]
+
+
+def write_tone(path: Path, seconds: float, freq: float, sample_rate: int = 16000) -> Path:
+    """A short tone with a little seeded noise; `freq` makes files differ."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    noise = np.random.default_rng(int(freq)).normal(0, 0.01, len(t))
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32), sample_rate)
+    return path
