@@ -29,7 +29,7 @@ class StandInEncoder:
         self.encoded += 1
         n = len(wav) // self.hop
         frames = np.asarray(wav[: n * self.hop], dtype=np.float64).reshape(n, self.hop)
-        energy = np.minimum((np.sqrt((frames**2).mean(axis=1)) * 1000).astype(np.int64), 127)
+        energy = np.minimum((np.sqrt((frames**2).mean(axis=1)) * 300).astype(np.int64), 127)
         crossings = (np.diff(np.signbit(frames), axis=1) != 0).sum(axis=1)
         return (energy * 128 + np.minimum(crossings, 127)).astype(np.int64)
 
