@@ -10,3 +10,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+from vita_cli import pack, prepare  # noqa: E402,F401  (registers `vita pack` and `vita prepare`)
