@@ -1,10 +1,13 @@
 """`vita pack`: the reference's interleaved layout, labels, determinism, losslessness, the trainer's reader."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -57,8 +60,6 @@ def test_tts_answer_repeats_text_then_interleaves(tmp_path, tokenizer):
     (tmp_path / "l.txt").write_text("a.wav\tthe answer is\n")
     enc = StandInEncoder()
     prepare(gather([(tmp_path / "l.txt", "list")], ("tts",)), tmp_path / "p", tokenizer, enc, "standin", tmp_path / "c")
-    import soundfile as sf
-
     codes = [lay.audio_offset + c for c in enc.encode(sf.read(str(wav), dtype="float32")[0], 16000)]
     text = tokenizer.encode("the answer is", add_special_tokens=False)
     assert (len(text), len(codes)) == (10, 25)
@@ -123,7 +124,7 @@ def test_same_seed_same_bytes_and_nothing_lost(tiny_root, tokenizer):
     recipe = load_recipe(TINY, tiny_root)
     first = pack(recipe, tiny_root / "a", seq_len=96, packs_per_shard=4, window=8)
     pack(recipe, tiny_root / "b", seq_len=96, packs_per_shard=4, window=8)
-    other = pack(recipe, tiny_root / "c", seq_len=96, packs_per_shard=4, window=8, seed=7)
+    pack(recipe, tiny_root / "c", seq_len=96, packs_per_shard=4, window=8, seed=7)
     files = sorted(p.name for p in (tiny_root / "a").iterdir())
     assert len(first.shards) > 1 and files == sorted(p.name for p in (tiny_root / "b").iterdir())
     for name in files:
@@ -166,8 +167,6 @@ def test_same_seed_same_bytes_and_nothing_lost(tiny_root, tokenizer):
 
 
 def _load_json(path):
-    import json
-
     return json.loads(path.read_text())
 
 
@@ -194,7 +193,7 @@ def test_packed_dataset_items(tiny_root):
     ds = PackedDataset(tiny_root / "ds")
     item = ds[-1]
     assert set(item) == {"input_ids", "labels", "position_ids", "seq_lens"}
-    assert all(v.dtype == __import__("torch").int64 for v in item.values())
+    assert all(v.dtype == torch.int64 for v in item.values())
     assert item["input_ids"].shape == item["labels"].shape == item["position_ids"].shape == (512,)
     lens = item["seq_lens"].tolist()
     expected = [p for n in lens for p in range(n)] + list(range(512 - sum(lens)))

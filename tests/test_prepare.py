@@ -159,6 +159,22 @@ def test_tokens_codes_and_content_addressed_cache(corpus, tokenizer):
     assert _folder_bytes(corpus / "out2") == _folder_bytes(corpus / "out")
 
 
+def test_equal_audio_content_is_encoded_once(tmp_path, tokenizer):
+    write_tone(tmp_path / "a.wav", 1.0, 220)
+    (tmp_path / "copy.wav").write_bytes((tmp_path / "a.wav").read_bytes())
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    (tmp_path / "bad2.wav").write_bytes(b"junk")
+    (tmp_path / "l.txt").write_text("a.wav\tone\ncopy.wav\ttwo\nbad.wav\tthree\nbad2.wav\tfour\n")
+    encoder = StandInEncoder()
+    report = prepare(gather([(tmp_path / "l.txt", "list")]), tmp_path / "out", tokenizer, encoder, "standin", tmp_path / "cache")
+    assert encoder.encoded == 1 and report.encoded == 1 and report.cached == 1
+    pset = PreparedSet(tmp_path / "out")
+    first, second = (pset.ids(r) for r in pset.samples)
+    offset = layout_from_tokenizer(tokenizer).audio_offset
+    assert first[first >= offset].tolist() == second[second >= offset].tolist() and len(first[first >= offset]) == 12
+    assert [s.detail.split(":")[0] for s in report.skipped] == [str(tmp_path / "bad.wav"), str(tmp_path / "bad2.wav")]
+
+
 def _read(path):
     import soundfile as sf
 

@@ -25,7 +25,7 @@ from vita_core.codec.base import SpeechEncoder
 from vita_core.data import audio_io
 from vita_core.data.cache import CodeCache, file_digest
 from vita_core.data.importers import Item, read_input
-from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, shard_name, write_json, write_shard
+from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, write_json, write_shard
 from vita_core.data.tasks import (
     EMPTY_TEXT,
     INVALID,
@@ -85,7 +85,10 @@ def gather(inputs: Sequence[tuple[str | Path, str]], tasks: Sequence[str] = ("as
     ids = Counter(i.id for i in items)
     dup = [k for k, n in ids.items() if n > 1]
     if dup:
-        raise InputError(f"sample id {dup[0]!r} occurs {ids[dup[0]]} times; prepare each corpus once (ids must be unique)")
+        raise InputError(
+            f"sample id {dup[0]!r} occurs {ids[dup[0]]} times; ids must be unique within one prepare run "
+            "(prepare inputs that share file names into separate --out folders)"
+        )
     return items
 
 
@@ -259,7 +262,11 @@ def _encode_audio(paths, encoder, cache, pool, max_seconds, batch_size, report, 
             result[path] = _Audio(codes)
             report.cached += 1
             tick("audio")
-    misses = [p for p in paths if p not in result]
+    first_of: dict[str, Path] = {}  # files with equal content are decoded and encoded once
+    for p in paths:
+        if p not in result:
+            first_of.setdefault(digests[p], p)
+    misses = list(first_of.values())
 
     def decode(path: Path) -> np.ndarray | _Audio:
         try:
@@ -306,6 +313,15 @@ def _encode_audio(paths, encoder, cache, pool, max_seconds, batch_size, report, 
                 flush()
     if batch:
         flush()
+    for p in paths:
+        if p not in result:
+            first = result[first_of[digests[p]]]
+            if first.codes is not None:
+                result[p] = first
+                report.cached += 1
+            else:
+                result[p] = _Audio(None, first.reason, first.detail.replace(str(first_of[digests[p]]), str(p), 1))
+            tick("audio")
     return result
 
 

@@ -14,11 +14,8 @@ from vita_core.tokens import AUDIO_PLACEHOLDER
 
 ASR_PROMPT = "Convert the speech to text.\n"
 TTS_PROMPT = "Convert the text to speech.\n"
-# System prompt the reference uses for speech-to-speech answers (tools/inference_sts.py, "luke").
-SQA_SYSTEM = "Your Name: Luke\nYour Gender: male\n\nRespond in a text-audio interleaved manner."
 
-TASKS = ("asr", "tts")
-KINDS = ("asr", "tts", "sqa", "text")
+TASKS = ("asr", "tts")  # what an (audio, transcript) pair can become
 
 ROLE_ALIASES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 
