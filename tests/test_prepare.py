@@ -232,5 +232,8 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     assert len(PreparedSet(corpus / "out")) == 5
     result = runner.invoke(app, args[:1] + [str(corpus / "nope.txt")] + args[2:])
     assert result.exit_code == 1 and "nope.txt does not exist" in result.output
+    (corpus / "empty.txt").write_text("")
+    result = runner.invoke(app, args[:1] + [str(corpus / "empty.txt")] + args[2:])
+    assert result.exit_code == 1 and "found no samples" in result.output
     result = runner.invoke(app, args + ["--task", "sing"])
     assert result.exit_code == 1 and "unknown task" in result.output

@@ -82,6 +82,8 @@ def gather(inputs: Sequence[tuple[str | Path, str]], tasks: Sequence[str] = ("as
     items: list[Item] = []
     for path, fmt in inputs:
         items.extend(read_input(path, fmt, tasks, audio_root))
+    if not items:
+        raise InputError(f"found no samples in {', '.join(str(p) for p, _ in inputs)}; check the paths and --format")
     ids = Counter(i.id for i in items)
     dup = [k for k, n in ids.items() if n > 1]
     if dup:
