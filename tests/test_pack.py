@@ -1,6 +1,7 @@
 """`vita pack`: the reference's interleaved layout, labels, determinism, losslessness, the trainer's reader."""
 
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -201,6 +202,8 @@ def test_packed_dataset_items(tiny_root):
     assert position_ids(np.array([3, 2]), 5).tolist() == [0, 1, 2, 0, 1]
     with pytest.raises(IndexError):
         ds[len(ds)]
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < 10000 and copy[0]["input_ids"].tolist() == ds[0]["input_ids"].tolist()
 
 
 def test_recipe_selection_and_errors(tmp_path):

@@ -42,15 +42,23 @@ class PackedDataset(Dataset):
         if self.manifest.get("format") != FORMAT:
             raise InputError(f"{manifest} is format {self.manifest.get('format')!r}, expected {FORMAT!r}")
         self.seq_len = int(self.manifest["seq_len"])
-        self._shards = []
+        self._names = [shard["name"] for shard in self.manifest["shards"]]
         self._starts = [0]
         for shard in self.manifest["shards"]:
-            arrays = {
-                part: np.load(self.folder / f"{shard['name']}.{part}.npy", mmap_mode="r")
-                for part in ("tokens", "labels", "lens", "offsets")
-            }
-            self._shards.append(arrays)
             self._starts.append(self._starts[-1] + int(shard["packs"]))
+        self._shards: list[dict[str, np.ndarray]] | None = None
+
+    def _open(self) -> list[dict[str, np.ndarray]]:
+        """Map the shard files on first use (in each DataLoader worker), never pickling their contents."""
+        if self._shards is None:
+            self._shards = [
+                {part: np.load(self.folder / f"{name}.{part}.npy", mmap_mode="r") for part in ("tokens", "labels", "lens", "offsets")}
+                for name in self._names
+            ]
+        return self._shards
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_shards": None}
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -61,7 +69,7 @@ class PackedDataset(Dataset):
         index %= len(self)
         k = bisect.bisect_right(self._starts, index) - 1
         row = index - self._starts[k]
-        shard = self._shards[k]
+        shard = self._open()[k]
         lens = np.asarray(shard["lens"][shard["offsets"][row] : shard["offsets"][row + 1]], dtype=np.int64)
         return {
             "input_ids": torch.from_numpy(np.asarray(shard["tokens"][row], dtype=np.int64)),
