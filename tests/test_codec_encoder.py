@@ -44,6 +44,14 @@ def test_folder_loads_with_exactly_the_released_keys(tiny_dir, tok):
     assert (tok.sample_rate, tok.codes_per_second, tok.codebook_size) == (16000, 12.5, 16384)
 
 
+def test_tiny_folder_is_deterministic_per_seed(tiny_dir, tmp_path):
+    same = build_tiny_glm4voice_tokenizer(tmp_path / "same", seed=0)
+    other = build_tiny_glm4voice_tokenizer(tmp_path / "other", seed=1)
+    data = (tiny_dir / "model.safetensors").read_bytes()
+    assert (same / "model.safetensors").read_bytes() == data != (other / "model.safetensors").read_bytes()
+    assert json.loads((same / "config.json").read_text())["quantize_vocab_size"] == 16384
+
+
 def test_real_dimensions_match_the_released_tensor_shapes():
     with torch.device("meta"):
         model = WhisperVQEncoder(WhisperVQConfig(**RELEASED_CONFIG))

@@ -99,16 +99,17 @@ def sinusoids(length: int, channels: int) -> torch.Tensor:
 def build_tiny_glm4voice_tokenizer(folder: str | Path, seed: int = 0, **overrides) -> Path:
     """Write config.json, model.safetensors and preprocessor_config.json for a random WhisperVQ tokenizer.
 
-    `overrides` change config fields (e.g. `quantize_causal_block_size=8` to exercise block edges).
+    `overrides` change config fields (e.g. `quantize_causal_block_size=8` to exercise block edges;
+    the released values of TINY_OVERRIDES give the real 1280-wide, 16-layer encoder, 1.3 GB).
     The file also carries the released extras the tokenizer does not read (embed_positions2,
     ema_count, ema_weight), so loading it exercises the same key handling as the real one.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fields = {**RELEASED_CONFIG, **TINY_OVERRIDES, **overrides}
-    torch.manual_seed(seed)
-    model = WhisperVQEncoder(WhisperVQConfig(**fields))
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        model = WhisperVQEncoder(WhisperVQConfig(**fields))
         model.embed_positions.weight.copy_(sinusoids(*model.embed_positions.weight.shape))
         model.codebook.weight.normal_(0.0, 1.0)
         # Larger front-end weights than the default init, so random codes follow the audio

@@ -103,10 +103,11 @@ def build_tiny_sensevoice(folder: str | Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     dim = 80 * config["frontend_conf"]["lfr_m"]
     write_cmvn(folder / "am.mvn", -rng.uniform(8.0, 14.0, dim), rng.uniform(0.2, 0.4, dim))
-    torch.manual_seed(seed)
-    model = SenseVoiceSmall(
-        encoder=config["encoder"], encoder_conf=config["encoder_conf"], input_size=dim, vocab_size=64,
-        **config["model_conf"],
-    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SenseVoiceSmall(
+            encoder=config["encoder"], encoder_conf=config["encoder_conf"], input_size=dim, vocab_size=64,
+            **config["model_conf"],
+        )
     torch.save(model.state_dict(), folder / "model.pt")
     return folder
