@@ -1,0 +1,149 @@
+"""Plus-variant audio input: SenseVoice-Small encoder features and the projector into the LLM.
+
+The encoder is FunASR's own `SenseVoiceSmall`, built from a local released-format folder
+(config.yaml, configuration.json, model.pt, am.mvn, the BPE model) by `funasr.AutoModel`.
+Features follow the reference's `inference_encode`: 80-dim fbank with LFR stacking (560 dims)
+and CMVN from funasr's frontend, then four query embeddings (language "auto", event, emotion,
+text norm "woitn") prepended, so n fbank frames give n + 4 vectors of 512.
+`ResamplerProjector` maps them to the LLM's hidden size with the Plus checkpoint's names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vita_core.audio import check_waveform, resample
+from vita_core.errors import CheckpointError
+
+SAMPLE_RATE = 16000
+FEATURE_SIZE = 512
+NUM_QUERIES = 4
+
+# Embedding rows of SenseVoiceSmall.embed used by the reference's inference_encode.
+LANGUAGE_AUTO, EVENT, EMOTION, TEXTNORM_WOITN = 0, 1, 2, 15
+
+# funasr's WavFrontend adds +-1 LSB of random dither by default; without it the same audio always
+# gives the same features (the difference is far below the signal).
+NO_DITHER = {"dither": 0.0}
+
+# Where the Plus checkpoint (Qwen2MTPSenseVoiceForCausalLM) keeps these modules.
+PLUS_ENCODER_PREFIX = "model.audio_model.model."
+PLUS_PROJECTOR_PREFIX = "model.audio_projection."
+
+
+class ResamplerProjector(nn.Module):
+    """LayerNorm(512) -> Linear(512, H, no bias) -> GELU -> Linear(H, H, no bias).
+
+    State-dict names (`pre_proj_layernorm.*`, `mlp.0.weight`, `mlp.2.weight`) match the
+    reference, under `model.audio_projection.` in the Plus checkpoint.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.pre_proj_layernorm = nn.LayerNorm(input_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(input_size, hidden_size, bias=False),
+            nn.GELU(),
+            nn.Linear(hidden_size, hidden_size, bias=False),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pre_proj_layernorm(features))
+
+
+def strict_load(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """load_state_dict(strict=True) with a CheckpointError that names the keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{what} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shape {sorted(wrong)[:5]}; use the released weights unchanged"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+class SenseVoiceEncoder:
+    """Continuous audio features for `<|context_of_audio|>` slots. Build with `load_sensevoice`."""
+
+    sample_rate = SAMPLE_RATE
+    feature_size = FEATURE_SIZE
+
+    def __init__(self, model: nn.Module, frontend, device: str = "cpu"):
+        self.model = model.eval()
+        self.frontend = frontend
+        self.device = torch.device(device)
+
+    def fbank(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """Mono audio at any rate -> (frames, 560) LFR fbank with CMVN, through funasr's frontend."""
+        from funasr.utils.load_utils import extract_fbank
+
+        wav = check_waveform(wav, sample_rate)
+        if sample_rate != SAMPLE_RATE:
+            wav = resample(wav, sample_rate, SAMPLE_RATE)
+        feats, _ = extract_fbank(torch.from_numpy(wav), data_type="sound", frontend=self.frontend)
+        return feats[0]
+
+    def encode(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """One waveform -> (frames + 4, 512) float tensor."""
+        return self.encode_batch([wav], sample_rate)[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[torch.Tensor]:
+        """Several waveforms, padded together; each result has its own frames + 4 rows."""
+        feats = [self.fbank(w, sample_rate) for w in wavs]
+        lengths = torch.tensor([len(f) for f in feats], device=self.device)
+        dtype = self.model.embed.weight.dtype
+        speech = nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device, dtype)
+        query_ids = torch.tensor([LANGUAGE_AUTO, EVENT, EMOTION, TEXTNORM_WOITN], device=self.device)
+        queries = self.model.embed(query_ids)[None].expand(len(feats), -1, -1)
+        out, out_lengths = self.model.encoder(torch.cat([queries, speech], dim=1), lengths + NUM_QUERIES)
+        return [o[:n] for o, n in zip(out, out_lengths.tolist())]
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the weights, e.g. with the `model.audio_model.model.*` tensors of a Plus checkpoint."""
+        strict_load(self.model, state, "SenseVoice state dict")
+
+
+def load_sensevoice(folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SenseVoiceEncoder:
+    """Build SenseVoiceSmall from a local folder with funasr, then check model.pt key for key."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"SenseVoice folder not found: {folder}")
+    missing = [name for name in ("config.yaml", "model.pt") if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder} lacks {', '.join(missing)}: download the full SenseVoiceSmall folder")
+    # funasr prints and logs freely while importing and building; keep that out of the caller's output.
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from funasr import AutoModel
+
+            auto = AutoModel(
+                model=str(folder), device=device, disable_update=True, disable_pbar=True,
+                ncpu=torch.get_num_threads(), frontend_conf=NO_DITHER,
+            )
+    except ImportError as exc:
+        raise CheckpointError("SenseVoice needs funasr: pip install funasr kaldi-native-fbank") from exc
+    except Exception as exc:
+        raise CheckpointError(f"funasr could not build SenseVoice from {folder}: {exc}") from exc
+    finally:
+        logging.root.setLevel(level)
+    model = auto.model
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr's loader accepts
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    strict_load(model, state, f"{folder}/model.pt")
+    return SenseVoiceEncoder(model.to(device=device, dtype=dtype), auto.kwargs["frontend"], device=device)
