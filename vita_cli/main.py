@@ -10,3 +10,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+from vita_cli.eval import app as eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
