@@ -70,7 +70,7 @@ def build_hf_whisper(folder: Path, seed: int = 0) -> Path:
     model = WhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id, max_length=config.max_target_positions,
+        pad_token_id=config.pad_token_id, max_length=24,  # short garbage keeps tests fast
         is_multilingual=True, no_timestamps_token_id=ids("<|notimestamps|>"),
         lang_to_id={f"<|{code}|>": ids(f"<|{code}|>") for code in LANGUAGES},
         task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},

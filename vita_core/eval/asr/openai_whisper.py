@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +31,7 @@ class OpenAIWhisper:
         whisper = _import_whisper()
         try:
             self.model = whisper.load_model(str(path), device=device)
-        except (RuntimeError, KeyError, TypeError, OSError) as exc:
+        except (RuntimeError, KeyError, TypeError, OSError, EOFError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f"{path}: not a loadable openai-whisper checkpoint ({exc})") from exc
         if language != "en" and not self.model.is_multilingual:
             raise CheckpointError(f"{path}: English-only Whisper cannot transcribe {language!r}; use a multilingual one")
