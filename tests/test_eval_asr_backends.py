@@ -2,6 +2,8 @@
 
 import builtins
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,11 +67,16 @@ def test_corrupt_checkpoint_and_unknown_folder(tmp_path):
         load_transcriber(tmp_path / "missing", "en")
 
 
-def test_hf_whisper_folder_with_offline_tokenizer(tmp_path, audios):
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    return build_hf_whisper(tmp_path_factory.mktemp("hf") / "tiny")
+
+
+def test_hf_whisper_folder_with_offline_tokenizer(hf_folder, audios):
     from transformers import WhisperTokenizerFast
     from whisper.tokenizer import get_encoding
 
-    folder = build_hf_whisper(tmp_path / "hf")
+    folder = hf_folder
     assert detect_format(folder) == "hf-whisper"
     tok = WhisperTokenizerFast.from_pretrained(str(folder))
     text = "Hello world, doesn't it? 你好"
@@ -93,3 +100,13 @@ def test_paraformer_folder(tmp_path, audios):
     texts = t.transcribe(audios, progress=None)
     vocab = set(json.loads((folder / "tokens.json").read_text()))
     assert len(texts) == 3 and all(set(x.replace(" ", "")) <= vocab for x in texts)
+
+
+def test_hf_english_only_folder_takes_no_language_prompt(tmp_path, hf_folder, audios):
+    folder = Path(shutil.copytree(hf_folder, tmp_path / "hf_en"))
+    gen = json.loads((folder / "generation_config.json").read_text())
+    gen["is_multilingual"] = False
+    (folder / "generation_config.json").write_text(json.dumps(gen))
+    assert len(load_transcriber(folder, "en").transcribe(audios[:1])) == 1
+    with pytest.raises(CheckpointError, match="English-only Whisper cannot transcribe 'zh'"):
+        load_transcriber(folder, "zh")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -221,7 +222,7 @@ def sqa(
         out = [
             {"stream": s.name, "contain": s.accuracy("contain", missing_as_error), "exact": s.accuracy("exact", missing_as_error),
              "missing": s.missing, "missing_as_error": missing_as_error,
-             "items": [j.__dict__ for j in s.items]}
+             "items": [asdict(j) for j in s.items]}
             for s in scores
         ]
         write_text(out_dir / "sqa.json", json.dumps(out, ensure_ascii=False, indent=2) + "\n")

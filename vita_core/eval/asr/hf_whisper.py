@@ -23,6 +23,10 @@ class HFWhisper:
             self.model = WhisperForConditionalGeneration.from_pretrained(str(folder)).to(device).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{folder}: not a Hugging Face Whisper folder with its processor ({exc})") from exc
+        # English-only checkpoints (*.en) take no language/task tokens; HF refuses them there.
+        self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", True))
+        if not self.multilingual and language != "en":
+            raise CheckpointError(f"{folder}: English-only Whisper cannot transcribe {language!r}; use a multilingual one")
         self.name = f"hf-whisper:{Path(folder).name}"
         self.language = language
         self.device = device
@@ -35,7 +39,8 @@ class HFWhisper:
             features = self.processor.feature_extractor(
                 list(batch), sampling_rate=ASR_RATE, return_tensors="pt"
             ).input_features.to(self.device)
-            ids = self.model.generate(features, language=self.language, task="transcribe", do_sample=False)
+            prompt = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
+            ids = self.model.generate(features, do_sample=False, **prompt)
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
             if progress:
                 progress(len(out), len(audios))

@@ -17,7 +17,8 @@ from vita_core.eval.asr.base import Progress, batches
 class Paraformer:
     def __init__(self, folder: Path, language: str = "zh", device: str = "cpu", batch_size: int = 8):
         try:
-            from funasr import AutoModel
+            with contextlib.redirect_stdout(io.StringIO()):  # funasr prints notices on import
+                from funasr import AutoModel
         except ImportError as exc:
             raise InputError("funasr is not installed: run `pip install funasr kaldi-native-fbank`") from exc
         folder = Path(folder)
