@@ -97,7 +97,7 @@ def test_seed_tts_end_to_end(tmp_path, seedtts_set, whisper_pt):
     assert boost["delta_vs_baseline"] == pytest.approx(boost["mean"] - vanilla["mean"])
 
     summary = (out / "summary.tsv").read_text().splitlines()
-    assert summary[0].split("\t") == ["mode", "utterances", "scored", "missing", "empty", "WER % (mean)", "vs vanilla", "WER % (pooled)"]
+    assert summary[0].split("\t") == ["mode", "n", "scored", "missing", "empty", "WER %", "vs vanilla", "pooled WER %"]
     assert summary[1].split("\t")[:5] == ["vanilla", "4", "3", "1", "0"]
     assert summary[1].split("\t")[5] == str(round(vanilla["mean"] * 100, 3))
     rows = (out / "boost.tsv").read_text().splitlines()

@@ -32,7 +32,8 @@ def pct(value: float | None, digits: int = 3) -> str:
 
 
 def seedtts_rows(report: SeedTtsReport) -> list[dict[str, str]]:
-    """The summary table: one row per mode, headline in percent and its difference from the baseline."""
+    """The summary table: one row per mode, the headline (mean of per-utterance rates, in percent) and its
+    difference from the baseline in percentage points, then the pooled rate for reference."""
     metric = "CER" if report.lang == "zh" else "WER"
     rows = []
     for r in report.results:
@@ -41,13 +42,13 @@ def seedtts_rows(report: SeedTtsReport) -> list[dict[str, str]]:
         rows.append(
             {
                 "mode": r.mode,
-                "utterances": str(len(s.utterances)),
+                "n": str(len(s.utterances)),
                 "scored": str(len(s.scored)),
                 "missing": str(s.missing),
                 "empty": str(s.empty),
-                f"{metric} % (mean)": pct(s.mean),
+                f"{metric} %": pct(s.mean),
                 f"vs {report.baseline.mode}": "-" if delta is None else f"{'+' if delta >= 0 else ''}{round(delta * 100, 3)}",
-                f"{metric} % (pooled)": pct(s.pooled),
+                f"pooled {metric} %": pct(s.pooled),
             }
         )
     return rows
