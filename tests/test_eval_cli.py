@@ -159,3 +159,26 @@ def test_sqa_command(tmp_path, whisper_pt):
     assert (s2s["stream"], s2s["missing"]) == ("S->S transcript", 2)
     result = runner.invoke(app, ["eval", "sqa", "--data", str(data)])
     assert result.exit_code == 1 and "nothing to score" in result.output
+
+
+def test_seed_tts_chinese_with_paraformer(tmp_path):
+    from vita_core.eval.tiny import build_paraformer
+
+    para = build_paraformer(tmp_path / "para")
+    meta = tmp_path / "zh" / "meta.lst"
+    meta.parent.mkdir()
+    meta.write_text("10002287-00000095|提示|prompt-wavs/10002287-00000094.wav|你好，世界。\n"
+                    "10002287-00000096|提示|prompt-wavs/10002287-00000095.wav|今天天气很好\n", encoding="utf-8")
+    _wav(tmp_path / "vanilla" / "10002287-00000095.wav", 0.8, 3)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["eval", "seed-tts", "--meta", str(meta), "--wav-dir", str(tmp_path / "vanilla"),
+                                 "--asr-model", str(para), "--lang", "zh", "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "CER %" in result.stdout
+    report = json.loads((out / "seed-tts.json").read_text())
+    assert (report["metric"], report["baseline"]) == ("CER", "vanilla")
+    mode = report["modes"][0]
+    assert (mode["scored"], mode["missing"]) == (1, 1)
+    hyp = load_transcriber(para, "zh").transcribe([read_16k(tmp_path / "vanilla" / "10002287-00000095.wav")])[0]
+    expected = score_seedtts([Pair("x", "你好，世界。", hyp)], "zh").utterances[0]
+    assert mode["utterances"][0]["wer"] == expected.wer and mode["utterances"][0]["ref_len"] == 4

@@ -93,7 +93,7 @@ decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate
 predictor: CifPredictorV2
 predictor_conf: {idim: 32, threshold: 1.0, l_order: 1, r_order: 1, tail_threshold: 0.45}
 frontend: WavFrontend
-frontend_conf: {fs: 16000, window: hamming, n_mels: 80, frame_length: 25, frame_shift: 10, lfr_m: 7, lfr_n: 6}
+frontend_conf: {fs: 16000, window: hamming, n_mels: 80, frame_length: 25, frame_shift: 10, lfr_m: 7, lfr_n: 6, dither: 0.0}
 tokenizer: CharTokenizer
 tokenizer_conf: {unk_symbol: <unk>, split_with_space: true}
 """
