@@ -50,3 +50,24 @@ def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
     assert vanilla.score.mean == pytest.approx(1 / 6)
     assert report.delta(boost) == pytest.approx(0.25 - 1 / 6)
     assert report.to_dict()["modes"][0]["empty"] == 1
+
+
+def test_transcribe_files_reads_in_chunks_and_reports_statuses(tmp_path):
+    from vita_core.eval.transcribe import transcribe_files
+    from vita_core.eval.wavs import write_wav
+
+    lengths = {"a": 1, "b": 2, "c": 0, "d": 3}
+    for name, n in lengths.items():
+        write_wav(tmp_path / f"{name}.wav", np.full(1600 * n, 0.1, np.float32), 16000)
+    batches, seen = [], []
+
+    class Recorder(ScriptedASR):
+        def transcribe(self, audios, progress=None):
+            batches.append(len(audios))
+            return super().transcribe(audios)
+
+    paths = {k: tmp_path / f"{k}.wav" for k in [*lengths, "e"]}
+    texts, status = transcribe_files(Recorder(), paths, lambda d, t: seen.append((d, t)), chunk=2)
+    assert texts == {"a": "hello world", "b": "hello word", "d": "goodbye"}
+    assert status == {"e": "missing", "c": "empty"}
+    assert batches == [2, 1] and seen == [(2, 4), (4, 4)]

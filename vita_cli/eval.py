@@ -107,7 +107,7 @@ def _parse_wav_dirs(specs: list[str]) -> dict[str, Path]:
 @handle_errors
 def seed_tts(
     meta: Path = typer.Option(..., "--meta", help="Seed-TTS meta.lst (utt|prompt_text|prompt_wav|text)"),
-    wav_dir: list[str] = typer.Option(..., "--wav-dir", help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder)"),
+    wav_dir: list[str] = typer.Option(..., "--wav-dir", help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder); rows are compared with the mode named vanilla, else the first"),
     asr_model: Path = typer.Option(..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"),
     lang: str = LangOpt,
     out_dir: Path = typer.Option(Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv and <mode>.tsv go"),

@@ -7,13 +7,12 @@ from __future__ import annotations
 from vita_core.eval.asr import Progress, Transcriber
 from vita_core.eval.datasets import AudioItem
 from vita_core.eval.scoring import CorpusScore, Pair, score_pairs
-from vita_core.eval.wavs import read_16k
+from vita_core.eval.transcribe import transcribe_files
 
 
 def transcribe_items(items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None) -> dict[str, str]:
-    """Transcript of every item's audio, by id (the model is called once over all of them, in its batches)."""
-    audios = [read_16k(item.audio) for item in items]
-    return dict(zip((i.id for i in items), transcriber.transcribe(audios, progress)))
+    """Transcript of every item's audio, by id; an unreadable file raises, a missing one has no transcript."""
+    return transcribe_files(transcriber, {i.id: i.audio for i in items}, progress)[0]
 
 
 def score_asr_set(

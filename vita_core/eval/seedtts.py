@@ -17,7 +17,8 @@ from vita_core.errors import InputError
 from vita_core.eval.asr import Transcriber
 from vita_core.eval.datasets import MetaItem
 from vita_core.eval.scoring import CorpusScore, Pair, score_seedtts
-from vita_core.eval.wavs import read_16k, write_wav
+from vita_core.eval.transcribe import transcribe_files
+from vita_core.eval.wavs import write_wav
 
 Synthesize = Callable[[str, Path | None, str], tuple[np.ndarray, int]]
 """synthesize(text, prompt_wav, mode) -> (waveform, sample_rate); an empty waveform means no audio."""
@@ -55,19 +56,7 @@ def transcribe_folder(
     wav_dir = Path(wav_dir)
     if not wav_dir.is_dir():
         raise InputError(f"{wav_dir}: wav folder not found")
-    status: dict[str, str] = {}
-    audio: dict[str, np.ndarray] = {}
-    for item in items:
-        path = wav_dir / f"{item.id}.wav"
-        if not path.is_file():
-            status[item.id] = "missing"
-            continue
-        wav = read_16k(path)
-        if wav.size == 0:
-            status[item.id] = "empty"
-        else:
-            audio[item.id] = wav
-    texts = dict(zip(audio, transcriber.transcribe(list(audio.values()), progress)))
+    texts, status = transcribe_files(transcriber, {i.id: wav_dir / f"{i.id}.wav" for i in items}, progress)
     return [Pair(i.id, i.text, texts.get(i.id), status.get(i.id, "ok")) for i in items]
 
 

@@ -14,7 +14,8 @@ import numpy as np
 from vita_core.eval.asr import Progress, Transcriber
 from vita_core.eval.datasets import AudioItem, read_hypotheses
 from vita_core.eval.sqa import SqaScore, judge
-from vita_core.eval.wavs import read_16k, write_text, write_wav
+from vita_core.eval.transcribe import transcribe_files
+from vita_core.eval.wavs import write_text, write_wav
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,7 @@ def transcribe_speech(
     items: list[AudioItem], speech_dir: Path, transcriber: Transcriber, progress: Progress | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Transcripts of `<speech_dir>/<id>.wav` by id, and the status ("missing"/"empty") of those without one."""
-    audio, status = {}, {}
-    for item in items:
-        path = Path(speech_dir) / f"{item.id}.wav"
-        if not path.is_file():
-            status[item.id] = "missing"
-            continue
-        wav = read_16k(path)
-        if wav.size:
-            audio[item.id] = wav
-        else:
-            status[item.id] = "empty"
-    return dict(zip(audio, transcriber.transcribe(list(audio.values()), progress))), status
+    return transcribe_files(transcriber, {i.id: Path(speech_dir) / f"{i.id}.wav" for i in items}, progress)
 
 
 def judge_streams(items: list[AudioItem], text: dict[str, str] | None, speech: dict[str, str] | None) -> list[SqaScore]:
