@@ -52,7 +52,9 @@ def test_openai_whisper_missing_package_is_a_clear_error(whisper_pt, monkeypatch
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_whisper)
-    with pytest.raises(InputError, match=r"openai-whisper is not installed: run `pip install --no-deps openai-whisper`"):
+    with pytest.raises(
+        InputError, match=r"openai-whisper is not installed: run `pip install --no-deps openai-whisper`"
+    ):
         load_transcriber(whisper_pt, "en")
 
 
@@ -82,7 +84,10 @@ def test_hf_whisper_folder_with_offline_tokenizer(hf_folder, audios):
     text = "Hello world, doesn't it? 你好"
     assert tok(text, add_special_tokens=False).input_ids == get_encoding("multilingual").encode(text)
     assert tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]) == [
-        50258, 50259, 50359, 50363,
+        50258,
+        50259,
+        50359,
+        50363,
     ]
     assert json.loads((folder / "generation_config.json").read_text())["lang_to_id"]["<|zh|>"] == 50260
     t = load_transcriber(folder, "en", batch_size=2)

@@ -48,15 +48,28 @@ def seedtts_set(tmp_path):
 
 def test_score_json_on_hand_worked_pairs(tmp_path):
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("u1\tDoesn’t it?\tdoesn't it\nu2\tfive\tsix\nu3\tone two three four\tone two three four\n", encoding="utf-8")
-    result = runner.invoke(app, ["eval", "score", "--protocol", "seed-tts", "--lang", "en", "--pairs", str(pairs), "--json"])
+    pairs.write_text(
+        "u1\tDoesn’t it?\tdoesn't it\nu2\tfive\tsix\nu3\tone two three four\tone two three four\n", encoding="utf-8"
+    )
+    result = runner.invoke(
+        app, ["eval", "score", "--protocol", "seed-tts", "--lang", "en", "--pairs", str(pairs), "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["mean"] == pytest.approx(0.5)  # (0.5 + 1 + 0) / 3
     assert out["pooled"] == pytest.approx(2 / 7)
-    assert out["utterances"][0] == {"id": "u1", "wer": 0.5, "substitutions": 1, "deletions": 0, "insertions": 0, "ref_len": 2}
+    assert out["utterances"][0] == {
+        "id": "u1",
+        "wer": 0.5,
+        "substitutions": 1,
+        "deletions": 0,
+        "insertions": 0,
+        "ref_len": 2,
+    }
     table = runner.invoke(app, ["eval", "score", "--protocol", "wer", "--lang", "en", "--pairs", str(pairs)])
-    assert table.exit_code == 0 and "WER (wenet compute-wer)" in table.stdout and "EnglishTextNormalizer" in table.stdout
+    assert (
+        table.exit_code == 0 and "WER (wenet compute-wer)" in table.stdout and "EnglishTextNormalizer" in table.stdout
+    )
 
 
 def test_score_empty_reference_fails_in_one_line(tmp_path):
@@ -70,8 +83,20 @@ def test_score_empty_reference_fails_in_one_line(tmp_path):
 
 def test_seed_tts_end_to_end(tmp_path, seedtts_set, whisper_pt):
     out = tmp_path / "report"
-    args = ["eval", "seed-tts", "--meta", str(seedtts_set), "--wav-dir", f"vanilla={tmp_path / 'vanilla'}",
-            "--wav-dir", f"boost={tmp_path / 'boost'}", "--asr-model", str(whisper_pt), "--out-dir", str(out)]
+    args = [
+        "eval",
+        "seed-tts",
+        "--meta",
+        str(seedtts_set),
+        "--wav-dir",
+        f"vanilla={tmp_path / 'vanilla'}",
+        "--wav-dir",
+        f"boost={tmp_path / 'boost'}",
+        "--asr-model",
+        str(whisper_pt),
+        "--out-dir",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "vs vanilla" in result.stdout and "boost" in result.stdout and "left out of the mean" in result.stdout
@@ -91,7 +116,9 @@ def test_seed_tts_end_to_end(tmp_path, seedtts_set, whisper_pt):
         ok = [u for u in mode["utterances"] if u["status"] == "ok"]
         hyps = asr.transcribe([read_16k(tmp_path / mode["mode"] / f"{u['id']}.wav") for u in ok])
         assert [u["hypothesis"] for u in ok] == hyps
-        expected = score_seedtts([Pair(u["id"], next(i.text for i in items if i.id == u["id"]), h) for u, h in zip(ok, hyps)], "en")
+        expected = score_seedtts(
+            [Pair(u["id"], next(i.text for i in items if i.id == u["id"]), h) for u, h in zip(ok, hyps)], "en"
+        )
         assert [u["wer"] for u in ok] == [e.wer for e in expected.utterances]
         assert mode["mean"] == pytest.approx(expected.mean)
     assert boost["delta_vs_baseline"] == pytest.approx(boost["mean"] - vanilla["mean"])
@@ -111,11 +138,37 @@ def test_seed_tts_end_to_end(tmp_path, seedtts_set, whisper_pt):
 
 
 def test_seed_tts_bad_inputs_fail_cleanly(tmp_path, seedtts_set, whisper_pt):
-    result = runner.invoke(app, ["eval", "seed-tts", "--meta", str(seedtts_set), "--wav-dir", str(tmp_path / "nowhere"),
-                                 "--asr-model", str(whisper_pt), "--out-dir", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "seed-tts",
+            "--meta",
+            str(seedtts_set),
+            "--wav-dir",
+            str(tmp_path / "nowhere"),
+            "--asr-model",
+            str(whisper_pt),
+            "--out-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 1 and "nowhere: wav folder not found" in result.output
-    result = runner.invoke(app, ["eval", "seed-tts", "--meta", str(seedtts_set), "--wav-dir", f"x={tmp_path}",
-                                 "--wav-dir", f"x={tmp_path}", "--asr-model", str(whisper_pt)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "seed-tts",
+            "--meta",
+            str(seedtts_set),
+            "--wav-dir",
+            f"x={tmp_path}",
+            "--wav-dir",
+            f"x={tmp_path}",
+            "--asr-model",
+            str(whisper_pt),
+        ],
+    )
     assert result.exit_code == 1 and "distinct name" in result.output
 
 
@@ -128,12 +181,17 @@ def test_asr_command_with_model_and_with_hypotheses(tmp_path, whisper_pt):
     (data / "text").write_text("u0 HELLO WORLD\nu1 TWENTY ONE APPLES\n")
     hyp = tmp_path / "hyp.txt"
     hyp.write_text("u0 hello, world\n")
-    result = runner.invoke(app, ["eval", "asr", "--data", str(data), "--hyp", str(hyp), "--out-dir", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["eval", "asr", "--data", str(data), "--hyp", str(hyp), "--out-dir", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     wenet, whisper_norm = json.loads((tmp_path / "o" / "asr.json").read_text())
     assert (wenet["name"], wenet["pooled"], wenet["missing"]) == ("WER (wenet compute-wer)", 0.5, 1)  # HELLO, != HELLO
     assert whisper_norm["pooled"] == 0.0
-    result = runner.invoke(app, ["eval", "asr", "--data", str(data), "--hyp", str(hyp), "--missing-as-error", "--out-dir", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        ["eval", "asr", "--data", str(data), "--hyp", str(hyp), "--missing-as-error", "--out-dir", str(tmp_path / "o")],
+    )
     assert json.loads((tmp_path / "o" / "asr.json").read_text())[0]["pooled"] == 4 / 5
     result = runner.invoke(app, ["eval", "asr", "--data", str(data), "--asr-model", str(whisper_pt)])
     assert result.exit_code == 0, result.output
@@ -144,15 +202,33 @@ def test_asr_command_with_model_and_with_hypotheses(tmp_path, whisper_pt):
 
 def test_sqa_command(tmp_path, whisper_pt):
     data = tmp_path / "q.jsonl"
-    rows = [{"id": "q1", "audio": "q1.wav", "answers": ["Paris"]}, {"id": "q2", "audio": "q2.wav", "answers": "three"},
-            {"id": "q3", "audio": "q3.wav", "answers": "art"}]
+    rows = [
+        {"id": "q1", "audio": "q1.wav", "answers": ["Paris"]},
+        {"id": "q2", "audio": "q2.wav", "answers": "three"},
+        {"id": "q3", "audio": "q3.wav", "answers": "art"},
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     text = tmp_path / "text.txt"
     text.write_text("q1 It is Paris.\nq2 There are 3.\nq3 I started it.\n")
     speech = tmp_path / "speech"
     _wav(speech / "q1.wav", 0.5, 1)
-    result = runner.invoke(app, ["eval", "sqa", "--data", str(data), "--hyp-text", str(text), "--speech-dir", str(speech),
-                                 "--asr-model", str(whisper_pt), "--out-dir", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "sqa",
+            "--data",
+            str(data),
+            "--hyp-text",
+            str(text),
+            "--speech-dir",
+            str(speech),
+            "--asr-model",
+            str(whisper_pt),
+            "--out-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     s2t, s2s = json.loads((tmp_path / "o" / "sqa.json").read_text())
     assert (s2t["stream"], s2t["contain"], s2t["exact"], s2t["missing"]) == ("S->T text", 1.0, pytest.approx(2 / 3), 0)
@@ -167,12 +243,30 @@ def test_seed_tts_chinese_with_paraformer(tmp_path):
     para = build_paraformer(tmp_path / "para")
     meta = tmp_path / "zh" / "meta.lst"
     meta.parent.mkdir()
-    meta.write_text("10002287-00000095|提示|prompt-wavs/10002287-00000094.wav|你好，世界。\n"
-                    "10002287-00000096|提示|prompt-wavs/10002287-00000095.wav|今天天气很好\n", encoding="utf-8")
+    meta.write_text(
+        "10002287-00000095|提示|prompt-wavs/10002287-00000094.wav|你好，世界。\n"
+        "10002287-00000096|提示|prompt-wavs/10002287-00000095.wav|今天天气很好\n",
+        encoding="utf-8",
+    )
     _wav(tmp_path / "vanilla" / "10002287-00000095.wav", 0.8, 3)
     out = tmp_path / "report"
-    result = runner.invoke(app, ["eval", "seed-tts", "--meta", str(meta), "--wav-dir", str(tmp_path / "vanilla"),
-                                 "--asr-model", str(para), "--lang", "zh", "--out-dir", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "seed-tts",
+            "--meta",
+            str(meta),
+            "--wav-dir",
+            str(tmp_path / "vanilla"),
+            "--asr-model",
+            str(para),
+            "--lang",
+            "zh",
+            "--out-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "CER %" in result.stdout
     report = json.loads((out / "seed-tts.json").read_text())

@@ -28,7 +28,12 @@ def test_seedtts_meta_field_counts(tmp_path):
         encoding="utf-8",
     )
     items = read_seedtts_meta(meta)
-    assert [(i.id, i.text) for i in items] == [("a", "Target A."), ("b", "Target B"), ("c", "Only text"), ("d", "Text D")]
+    assert [(i.id, i.text) for i in items] == [
+        ("a", "Target A."),
+        ("b", "Target B"),
+        ("c", "Only text"),
+        ("d", "Text D"),
+    ]
     assert items[0].prompt_wav == meta.parent / "prompt-wavs" / "a.wav"
     assert str(items[1].prompt_wav) == "/abs/b.wav"
     assert items[2].prompt_wav is None
@@ -92,8 +97,13 @@ def test_librispeech_and_kaldi_folders(tmp_path):
 def test_sqa_jsonl_both_forms(tmp_path):
     p = tmp_path / "q.jsonl"
     rows = [
-        {"messages": [{"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": ["Paris", "paris france"]}],
-         "audios": ["audio/q17.wav"]},
+        {
+            "messages": [
+                {"role": "user", "content": "<|audio|>"},
+                {"role": "assistant", "content": ["Paris", "paris france"]},
+            ],
+            "audios": ["audio/q17.wav"],
+        },
         {"id": "x", "audio": "/abs/x.wav", "answers": "blue"},
     ]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

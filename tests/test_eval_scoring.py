@@ -13,6 +13,7 @@ def one(ref: str, hyp: str | None, lang: str = "en", **kw):
 
 # ---- Seed-TTS normaliser ----
 
+
 def test_punctuation_is_deleted_not_replaced_by_space():
     assert seedtts_normalize("A well-known fact: 3.5% (Wait—what?)", "en") == "a wellknown fact 35 waitwhat"
     # deletions leave "    x y  z"; replace('  ', ' ') once halves each run of spaces
@@ -102,6 +103,7 @@ def test_missing_outputs_counted_or_scored_as_errors():
 
 
 # ---- WeNet compute-wer.py --char=1 / compute-cer.py ----
+
 
 def test_wenet_strips_listed_punctuation_only_at_token_start():
     assert wenet_tokens("hello, world. 你好，世界！ , ?") == ["HELLO,", "WORLD.", "你", "好", "世", "界"]

@@ -22,10 +22,20 @@ class ScriptedASR:
 
 
 def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
-    items = [MetaItem("u1", "Hello, world!", "", None), MetaItem("u2", "Goodbye.", "", tmp_path / "p.wav"),
-             MetaItem("u3", "Hello world", "", None)]
+    items = [
+        MetaItem("u1", "Hello, world!", "", None),
+        MetaItem("u2", "Goodbye.", "", tmp_path / "p.wav"),
+        MetaItem("u3", "Hello world", "", None),
+    ]
     calls = []
-    say = {("u1", "vanilla"): 1, ("u2", "vanilla"): 3, ("u3", "vanilla"): 2, ("u1", "boost"): 2, ("u2", "boost"): 0, ("u3", "boost"): 1}
+    say = {
+        ("u1", "vanilla"): 1,
+        ("u2", "vanilla"): 3,
+        ("u3", "vanilla"): 2,
+        ("u1", "boost"): 2,
+        ("u2", "boost"): 0,
+        ("u3", "boost"): 1,
+    }
 
     def synthesize(text, prompt_wav, mode):
         utt = next(i.id for i in items if i.text == text)
@@ -39,8 +49,13 @@ def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
     assert dirs == {"vanilla": tmp_path / "out" / "vanilla", "boost": tmp_path / "out" / "boost"}
 
     stages = []
-    report = run_seed_tts(items, {"boost": dirs["boost"], "vanilla": dirs["vanilla"]}, ScriptedASR(), "en",
-                          progress=lambda s, d, t: stages.append(s))
+    report = run_seed_tts(
+        items,
+        {"boost": dirs["boost"], "vanilla": dirs["vanilla"]},
+        ScriptedASR(),
+        "en",
+        progress=lambda s, d, t: stages.append(s),
+    )
     assert stages == ["asr boost", "asr vanilla"]
     assert report.baseline.mode == "vanilla"
     boost, vanilla = report.results

@@ -19,7 +19,9 @@ app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.
 
 LangOpt = typer.Option("en", "--lang", help="en or zh")
 MissingOpt = typer.Option(
-    False, "--missing-as-error", help="score missing/empty outputs as errors (WER 1.0, wrong answer) instead of only counting them"
+    False,
+    "--missing-as-error",
+    help="score missing/empty outputs as errors (WER 1.0, wrong answer) instead of only counting them",
 )
 DeviceOpt = typer.Option("cpu", "--device", help="torch device for the ASR model, e.g. cpu or cuda:0")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
@@ -29,8 +31,13 @@ BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch
 def _progress() -> Iterator:
     """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -49,7 +56,9 @@ def _figures_table(title: str, scores) -> Table:
     for col in ("figure", "value %", "aggregate", "utterances", "scored", "missing"):
         table.add_column(col, justify="left" if col in ("figure", "aggregate") else "right")
     for s in scores:
-        table.add_row(s.name, pct(s.value), s.aggregate, str(len(s.utterances)), str(len(s.scored)), str(s.missing + s.empty))
+        table.add_row(
+            s.name, pct(s.value), s.aggregate, str(len(s.utterances)), str(len(s.scored)), str(s.missing + s.empty)
+        )
     return table
 
 
@@ -68,7 +77,9 @@ def _load_asr(asr_model: Path, lang: str, device: str, batch_size: int):
 @handle_errors
 def score(
     pairs: Path = typer.Option(..., "--pairs", help="TSV: id<TAB>reference<TAB>hypothesis"),
-    protocol: str = typer.Option("seed-tts", "--protocol", help="seed-tts (mean of per-utterance WER/CER), wer or cer (WeNet corpus)"),
+    protocol: str = typer.Option(
+        "seed-tts", "--protocol", help="seed-tts (mean of per-utterance WER/CER), wer or cer (WeNet corpus)"
+    ),
     lang: str = LangOpt,
     as_json: bool = typer.Option(False, "--json", help="write the scores as JSON to stdout"),
 ) -> None:
@@ -81,10 +92,18 @@ def score(
         main, others = scores[0], scores[1:]
         keys = ("id", "wer", "substitutions", "deletions", "insertions", "ref_len")
         out = {
-            "protocol": protocol, "lang": lang, "name": main.name, "aggregate": main.aggregate,
-            "value": main.value, "mean": main.mean, "pooled": main.pooled,
+            "protocol": protocol,
+            "lang": lang,
+            "name": main.name,
+            "aggregate": main.aggregate,
+            "value": main.value,
+            "mean": main.mean,
+            "pooled": main.pooled,
             "utterances": [{k: getattr(u, k) for k in keys} for u in main.utterances],
-            "other_figures": [{"name": s.name, "aggregate": s.aggregate, "value": s.value, "mean": s.mean, "pooled": s.pooled} for s in others],
+            "other_figures": [
+                {"name": s.name, "aggregate": s.aggregate, "value": s.value, "mean": s.mean, "pooled": s.pooled}
+                for s in others
+            ],
         }
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
@@ -107,10 +126,19 @@ def _parse_wav_dirs(specs: list[str]) -> dict[str, Path]:
 @handle_errors
 def seed_tts(
     meta: Path = typer.Option(..., "--meta", help="Seed-TTS meta.lst (utt|prompt_text|prompt_wav|text)"),
-    wav_dir: list[str] = typer.Option(..., "--wav-dir", help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder); rows are compared with the mode named vanilla, else the first"),
-    asr_model: Path = typer.Option(..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"),
+    wav_dir: list[str] = typer.Option(
+        ...,
+        "--wav-dir",
+        help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder); "
+        "rows are compared with the mode named vanilla, else the first",
+    ),
+    asr_model: Path = typer.Option(
+        ..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"
+    ),
     lang: str = LangOpt,
-    out_dir: Path = typer.Option(Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv and <mode>.tsv go"),
+    out_dir: Path = typer.Option(
+        Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv and <mode>.tsv go"
+    ),
     missing_as_error: bool = MissingOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
@@ -144,7 +172,9 @@ def seed_tts(
 @app.command()
 @handle_errors
 def asr(
-    data: Path = typer.Option(..., "--data", help="LibriSpeech-style folder (*.trans.txt) or Kaldi folder (wav.scp + text)"),
+    data: Path = typer.Option(
+        ..., "--data", help="LibriSpeech-style folder (*.trans.txt) or Kaldi folder (wav.scp + text)"
+    ),
     asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="transcribe the set with this local ASR model"),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="score these existing hypotheses instead (`id text` lines)"),
     lang: str = LangOpt,
@@ -181,17 +211,25 @@ def asr(
 @app.command()
 @handle_errors
 def sqa(
-    data: Path = typer.Option(..., "--data", help="jsonl of questions: VITA-Audio format (messages + audios) or {id, audio, answers}"),
-    hyp_text: Optional[Path] = typer.Option(None, "--hyp-text", help="text answers: `id text` file or folder of <id>.txt"),
-    hyp_speech: Optional[Path] = typer.Option(None, "--hyp-speech", help="transcripts of the speech answers: `id text` file"),
-    speech_dir: Optional[Path] = typer.Option(None, "--speech-dir", help="folder of <id>.wav speech answers, transcribed with --asr-model"),
+    data: Path = typer.Option(
+        ..., "--data", help="jsonl of questions: VITA-Audio format (messages + audios) or {id, audio, answers}"
+    ),
+    hyp_text: Optional[Path] = typer.Option(
+        None, "--hyp-text", help="text answers: `id text` file or folder of <id>.txt"
+    ),
+    hyp_speech: Optional[Path] = typer.Option(
+        None, "--hyp-speech", help="transcripts of the speech answers: `id text` file"
+    ),
+    speech_dir: Optional[Path] = typer.Option(
+        None, "--speech-dir", help="folder of <id>.wav speech answers, transcribed with --asr-model"
+    ),
     asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for --speech-dir"),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write sqa.json here"),
     missing_as_error: bool = MissingOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
 ) -> None:
-    """Spoken-QA accuracy of S->T text and S->S transcripts: the reference's "contain" rule and a stricter "exact" rule."""
+    """Spoken-QA accuracy of S->T text and S->S transcripts: the reference's "contain" rule and a stricter one."""
     from vita_core.eval.datasets import read_hypotheses, read_sqa_jsonl
     from vita_core.eval.report import pct
     from vita_core.eval.sqa_bench import judge_streams, load_text_answers, transcribe_speech
@@ -215,14 +253,24 @@ def sqa(
     for col in ("stream", "contain %", "exact %", "answered", "missing"):
         table.add_column(col, justify="left" if col == "stream" else "right")
     for s in scores:
-        table.add_row(s.name, pct(s.accuracy("contain", missing_as_error), 2), pct(s.accuracy("exact", missing_as_error), 2),
-                      str(len(s.scored)), str(s.missing))
+        table.add_row(
+            s.name,
+            pct(s.accuracy("contain", missing_as_error), 2),
+            pct(s.accuracy("exact", missing_as_error), 2),
+            str(len(s.scored)),
+            str(s.missing),
+        )
     console.print(table)
     if out_dir is not None:
         out = [
-            {"stream": s.name, "contain": s.accuracy("contain", missing_as_error), "exact": s.accuracy("exact", missing_as_error),
-             "missing": s.missing, "missing_as_error": missing_as_error,
-             "items": [asdict(j) for j in s.items]}
+            {
+                "stream": s.name,
+                "contain": s.accuracy("contain", missing_as_error),
+                "exact": s.accuracy("exact", missing_as_error),
+                "missing": s.missing,
+                "missing_as_error": missing_as_error,
+                "items": [asdict(j) for j in s.items],
+            }
             for s in scores
         ]
         write_text(out_dir / "sqa.json", json.dumps(out, ensure_ascii=False, indent=2) + "\n")

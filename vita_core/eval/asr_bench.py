@@ -10,7 +10,9 @@ from vita_core.eval.scoring import CorpusScore, Pair, score_pairs
 from vita_core.eval.transcribe import transcribe_files
 
 
-def transcribe_items(items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None) -> dict[str, str]:
+def transcribe_items(
+    items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None
+) -> dict[str, str]:
     """Transcript of every item's audio, by id; an unreadable file raises, a missing one has no transcript."""
     return transcribe_files(transcriber, {i.id: i.audio for i in items}, progress)[0]
 

@@ -61,8 +61,14 @@ def read_seedtts_meta(path: Path) -> list[MetaItem]:
             utt, text, prompt_wav = fields
             utt = utt[:-4] if utt.endswith(".wav") else utt
         else:
-            raise InputError(f"{path}:{n}: expected 2 to 5 '|'-separated fields (utt|prompt_text|prompt_wav|text), got {len(fields)}")
-        wav = None if prompt_wav is None else (path.parent / prompt_wav if not Path(prompt_wav).is_absolute() else Path(prompt_wav))
+            raise InputError(
+                f"{path}:{n}: expected 2 to 5 '|'-separated fields (utt|prompt_text|prompt_wav|text), got {len(fields)}"
+            )
+        wav = (
+            None
+            if prompt_wav is None
+            else (path.parent / prompt_wav if not Path(prompt_wav).is_absolute() else Path(prompt_wav))
+        )
         items.append(MetaItem(utt, text, prompt_text, wav))
     if not items:
         raise InputError(f"{path}: no test lines")
@@ -86,7 +92,9 @@ def read_pairs_tsv(path: Path) -> list[Pair]:
             continue
         fields = line.split("\t")
         if len(fields) != 3:
-            raise InputError(f"{path}:{n}: expected 3 tab-separated fields id, reference, hypothesis; got {len(fields)}")
+            raise InputError(
+                f"{path}:{n}: expected 3 tab-separated fields id, reference, hypothesis; got {len(fields)}"
+            )
         pairs.append(Pair(*fields))
     if not pairs:
         raise InputError(f"{path}: no pairs")
@@ -120,7 +128,10 @@ def read_librispeech(root: Path) -> list[AudioItem]:
             if not line.strip():
                 continue
             item_id, _, text = line.partition(" ")
-            audio = next((t.parent / f"{item_id}{ext}" for ext in (".flac", ".wav") if (t.parent / f"{item_id}{ext}").is_file()), None)
+            audio = next(
+                (t.parent / f"{item_id}{ext}" for ext in (".flac", ".wav") if (t.parent / f"{item_id}{ext}").is_file()),
+                None,
+            )
             if audio is None:
                 raise InputError(f"{t}:{n}: no {item_id}.flac or {item_id}.wav next to it")
             items.append(AudioItem(item_id, audio, text.strip()))
@@ -139,7 +150,9 @@ def read_kaldi(folder: Path) -> list[AudioItem]:
         item_id, _, location = line.strip().partition(" ")
         location = location.strip()
         if location.endswith("|"):
-            raise InputError(f"{folder / 'wav.scp'}:{n}: piped commands are not supported; write the audio to files first")
+            raise InputError(
+                f"{folder / 'wav.scp'}:{n}: piped commands are not supported; write the audio to files first"
+            )
         if item_id not in texts:
             raise InputError(f"{folder / 'text'}: no reference for {item_id!r} listed in wav.scp")
         audio = Path(location) if Path(location).is_absolute() else folder / location
@@ -153,12 +166,14 @@ def read_asr_set(path: Path) -> list[AudioItem]:
     """A Kaldi folder if it holds `wav.scp`, else a LibriSpeech-style tree."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: not a folder (give a LibriSpeech-style folder or a Kaldi folder with wav.scp and text)")
+        raise InputError(
+            f"{path}: not a folder (give a LibriSpeech-style folder or a Kaldi folder with wav.scp and text)"
+        )
     return read_kaldi(path) if (path / "wav.scp").is_file() else read_librispeech(path)
 
 
 def read_sqa_jsonl(path: Path) -> list[AudioItem]:
-    """Spoken-QA rows: VITA-Audio's `{"messages": [..., {"role": "assistant", "content": answer(s)}], "audios": [q.wav]}`
+    """Spoken-QA rows: VITA-Audio's `{"messages": [..., {"role": "assistant", "content": answers}], "audios": [wav]}`
     (id = the audio file's stem, as upstream names outputs) or `{"id", "audio", "answers"}`."""
     path = Path(path)
     items = []

@@ -9,7 +9,17 @@ from vita_core.eval.scoring import CorpusScore
 from vita_core.eval.seedtts import SeedTtsReport
 from vita_core.eval.wavs import write_text
 
-UTTERANCE_COLUMNS = ("id", "status", "wer", "substitutions", "deletions", "insertions", "ref_len", "reference", "hypothesis")
+UTTERANCE_COLUMNS = (
+    "id",
+    "status",
+    "wer",
+    "substitutions",
+    "deletions",
+    "insertions",
+    "ref_len",
+    "reference",
+    "hypothesis",
+)
 
 
 def _cell(value) -> str:
@@ -47,7 +57,9 @@ def seedtts_rows(report: SeedTtsReport) -> list[dict[str, str]]:
                 "missing": str(s.missing),
                 "empty": str(s.empty),
                 f"{metric} %": pct(s.mean),
-                f"vs {report.baseline.mode}": "-" if delta is None else f"{'+' if delta >= 0 else ''}{round(delta * 100, 3)}",
+                f"vs {report.baseline.mode}": "-"
+                if delta is None
+                else f"{'+' if delta >= 0 else ''}{round(delta * 100, 3)}",
                 f"pooled {metric} %": pct(s.pooled),
             }
         )

@@ -123,7 +123,7 @@ def _score_tokens(pair: Pair, tokenize: Callable[[str], list[str]], missing_as_e
 
 
 def _status(pair: Pair) -> str:
-    """"ok" when there is a hypothesis, else why not ("missing" unless the pair says "empty")."""
+    """ "ok" when there is a hypothesis, else why not ("missing" unless the pair says "empty")."""
     if pair.hypothesis is not None:
         return "ok"
     return "missing" if pair.status == "ok" else pair.status
@@ -143,7 +143,14 @@ def _score_seedtts_pair(pair: Pair, lang: str, missing_as_error: bool) -> Uttera
     hypothesis = seedtts_hypothesis(pair.hypothesis or "", lang)
     out = jiwer.process_words(truth, seedtts_normalize(hypothesis, lang))
     return UtteranceScore(
-        pair.id, out.wer, out.substitutions, out.deletions, out.insertions, n_ref, pair.reference, hypothesis,
+        pair.id,
+        out.wer,
+        out.substitutions,
+        out.deletions,
+        out.insertions,
+        n_ref,
+        pair.reference,
+        hypothesis,
         _status(pair),
     )
 
@@ -191,4 +198,3 @@ def score_pairs(pairs: list[Pair], protocol: str, lang: str, missing_as_error: b
     if lang == "en":
         scores.append(score_whisper_english(pairs, missing_as_error))
     return scores
-

@@ -30,7 +30,11 @@ BASELINE = "vanilla"
 
 
 def synthesize_missing(
-    items: list[MetaItem], out_root: Path, modes: list[str], synthesize: Synthesize, progress: StageProgress | None = None
+    items: list[MetaItem],
+    out_root: Path,
+    modes: list[str],
+    synthesize: Synthesize,
+    progress: StageProgress | None = None,
 ) -> dict[str, Path]:
     """Write `<out_root>/<mode>/<id>.wav` for every item and mode that has no wav yet (resumable).
 

@@ -17,8 +17,16 @@ def build_openai_whisper(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     dims = ModelDimensions(
-        n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-        n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=1,
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=2,
+        n_audio_layer=1,
+        n_vocab=51865,
+        n_text_ctx=64,
+        n_text_state=64,
+        n_text_head=2,
+        n_text_layer=1,
     )
     model = Whisper(dims)
     path = Path(path)
@@ -52,8 +60,13 @@ def _whisper_tokenizer(folder: Path):
 
 def build_hf_whisper(folder: Path, seed: int = 0) -> Path:
     """A Hugging Face Whisper folder (config, safetensors, generation config, processor) with tiny random weights."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-    from transformers import WhisperProcessor
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
     from whisper.tokenizer import LANGUAGES
 
     folder = Path(folder)
@@ -61,17 +74,30 @@ def build_hf_whisper(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
     config = WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        max_source_positions=1500, max_target_positions=64,
-        pad_token_id=ids("<|endoftext|>"), bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|endoftext|>"),
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=64,
+        pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|endoftext|>"),
         decoder_start_token_id=ids("<|startoftranscript|>"),
     )
     model = WhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id, max_length=24,  # short garbage keeps tests fast
-        is_multilingual=True, no_timestamps_token_id=ids("<|notimestamps|>"),
+        decoder_start_token_id=config.decoder_start_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        max_length=24,  # short garbage keeps tests fast
+        is_multilingual=True,
+        no_timestamps_token_id=ids("<|notimestamps|>"),
         lang_to_id={f"<|{code}|>": ids(f"<|{code}|>") for code in LANGUAGES},
         task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
     )
@@ -82,7 +108,8 @@ def build_hf_whisper(folder: Path, seed: int = 0) -> Path:
 
 _PARAFORMER_CONFIG = """\
 model: Paraformer
-model_conf: {ctc_weight: 0.0, lsm_weight: 0.1, length_normalized_loss: true, predictor_weight: 1.0, predictor_bias: 1, sampling_ratio: 0.75}
+model_conf: {ctc_weight: 0.0, lsm_weight: 0.1, length_normalized_loss: true, predictor_weight: 1.0, predictor_bias: 1,
+  sampling_ratio: 0.75}
 encoder: SANMEncoder
 encoder_conf: {output_size: 32, attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate: 0.1,
   positional_dropout_rate: 0.1, attention_dropout_rate: 0.1, input_layer: pe, pos_enc_class: SinusoidalPositionEncoder,
@@ -93,7 +120,8 @@ decoder_conf: {attention_heads: 2, linear_units: 64, num_blocks: 1, dropout_rate
 predictor: CifPredictorV2
 predictor_conf: {idim: 32, threshold: 1.0, l_order: 1, r_order: 1, tail_threshold: 0.45}
 frontend: WavFrontend
-frontend_conf: {fs: 16000, window: hamming, n_mels: 80, frame_length: 25, frame_shift: 10, lfr_m: 7, lfr_n: 6, dither: 0.0}
+frontend_conf: {fs: 16000, window: hamming, n_mels: 80, frame_length: 25, frame_shift: 10, lfr_m: 7, lfr_n: 6,
+  dither: 0.0}
 tokenizer: CharTokenizer
 tokenizer_conf: {unk_symbol: <unk>, split_with_space: true}
 """

@@ -57,4 +57,7 @@ def protocol_note(transcriber: Transcriber, language: str) -> str | None:
     family = PROTOCOL_FAMILY[language]
     if family in transcriber.name:
         return None
-    return f"the Seed-TTS protocol transcribes {language} with {family}; {transcriber.name} gives numbers that are not comparable"
+    return (
+        f"the Seed-TTS protocol transcribes {language} with {family}; "
+        f"{transcriber.name} gives numbers that are not comparable"
+    )

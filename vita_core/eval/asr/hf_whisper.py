@@ -26,7 +26,9 @@ class HFWhisper:
         # English-only checkpoints (*.en) take no language/task tokens; HF refuses them there.
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", True))
         if not self.multilingual and language != "en":
-            raise CheckpointError(f"{folder}: English-only Whisper cannot transcribe {language!r}; use a multilingual one")
+            raise CheckpointError(
+                f"{folder}: English-only Whisper cannot transcribe {language!r}; use a multilingual one"
+            )
         self.name = f"hf-whisper:{Path(folder).name}"
         self.language = language
         self.device = device

@@ -34,7 +34,9 @@ class OpenAIWhisper:
         except (RuntimeError, KeyError, TypeError, OSError, EOFError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f"{path}: not a loadable openai-whisper checkpoint ({exc})") from exc
         if language != "en" and not self.model.is_multilingual:
-            raise CheckpointError(f"{path}: English-only Whisper cannot transcribe {language!r}; use a multilingual one")
+            raise CheckpointError(
+                f"{path}: English-only Whisper cannot transcribe {language!r}; use a multilingual one"
+            )
         self.name = f"openai-whisper:{Path(path).name}"
         self.language = language
         self.batch_size = batch_size

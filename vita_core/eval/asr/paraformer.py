@@ -1,5 +1,6 @@
-"""FunASR Paraformer folders (paraformer-zh), loaded with `funasr.AutoModel(model=DIR)` offline, no VAD or punctuation,
-as the Seed-TTS zh reference runs it. Transcripts are returned raw; the protocol's zhconv step is applied by the scorer."""
+"""FunASR Paraformer folders (paraformer-zh), loaded with `funasr.AutoModel(model=DIR)` offline, no VAD or
+punctuation, as the Seed-TTS zh reference runs it. Transcripts are returned raw; the protocol's zhconv step is
+applied by the scorer."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ class Paraformer:
         if not (folder / "config.yaml").is_file() or not (folder / "model.pt").is_file():
             raise CheckpointError(f"{folder}: a Paraformer folder needs config.yaml and model.pt")
         with contextlib.redirect_stdout(io.StringIO()):  # funasr prints its banner and config
-            self.model = AutoModel(model=str(folder), device=device, disable_update=True, disable_pbar=True, log_level="ERROR")
+            self.model = AutoModel(
+                model=str(folder), device=device, disable_update=True, disable_pbar=True, log_level="ERROR"
+            )
         self.name = f"paraformer:{folder.name}"
         self.language = language
         self.batch_size = batch_size
