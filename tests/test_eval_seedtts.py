@@ -86,3 +86,12 @@ def test_transcribe_files_reads_in_chunks_and_reports_statuses(tmp_path):
     assert texts == {"a": "hello world", "b": "hello word", "d": "goodbye"}
     assert status == {"e": "missing", "c": "empty"}
     assert batches == [2, 1] and seen == [(2, 4), (4, 4)]
+
+
+def test_mode_names_must_be_file_names(tmp_path):
+    from vita_core.errors import InputError
+
+    items = [MetaItem("u1", "hi", "", None)]
+    for bad in ("summary", "a/b", ""):
+        with pytest.raises(InputError, match="mode name"):
+            run_seed_tts(items, {bad: tmp_path}, ScriptedASR(), "en")

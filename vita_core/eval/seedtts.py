@@ -7,6 +7,7 @@ hypothesis (WER 1.0). Synthesis is injected, so the runner works for any TTS and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -115,6 +116,9 @@ def run_seed_tts(
     """Transcribe every mode's folder with one loaded ASR model and score it by the Seed-TTS protocol."""
     if not wav_dirs:
         raise InputError("no wav folders given: pass at least one MODE=DIR")
+    for mode in wav_dirs:
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", mode) or mode == "summary":
+            raise InputError(f"mode name {mode!r}: use letters, digits, '_', '.', '+' or '-' (and not 'summary')")
     results = []
     for mode, folder in wav_dirs.items():
         step = (lambda d, t, m=mode: progress(f"asr {m}", d, t)) if progress else None
