@@ -18,3 +18,6 @@ def main() -> None:
 
 from vita_cli import bench  # noqa: E402,F401  (registers commands on `app`)
 from vita_cli import pack, prepare  # noqa: E402,F401  (registers `vita pack` and `vita prepare`)
+from vita_cli.eval import app as eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")

@@ -1,0 +1,277 @@
+"""`vita eval`: score transcripts, Seed-TTS output folders, ASR sets and spoken-QA answers."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vita_cli.common import console, err_console, handle_errors
+from vita_core.errors import InputError
+
+app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
+
+LangOpt = typer.Option("en", "--lang", help="en or zh")
+MissingOpt = typer.Option(
+    False,
+    "--missing-as-error",
+    help="score missing/empty outputs as errors (WER 1.0, wrong answer) instead of only counting them",
+)
+DeviceOpt = typer.Option("cpu", "--device", help="torch device for the ASR model, e.g. cpu or cuda:0")
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
+
+
+@contextmanager
+def _progress() -> Iterator:
+    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield update
+
+
+def _figures_table(title: str, scores) -> Table:
+    from vita_core.eval.report import pct
+
+    table = Table(title=title)
+    for col in ("figure", "value %", "aggregate", "utterances", "scored", "missing"):
+        table.add_column(col, justify="left" if col in ("figure", "aggregate") else "right")
+    for s in scores:
+        table.add_row(
+            s.name, pct(s.value), s.aggregate, str(len(s.utterances)), str(len(s.scored)), str(s.missing + s.empty)
+        )
+    return table
+
+
+def _load_asr(asr_model: Path, lang: str, device: str, batch_size: int):
+    from vita_core.eval.asr import load_transcriber, protocol_note
+
+    with err_console.status(f"loading ASR model {asr_model}"):
+        transcriber = load_transcriber(asr_model, lang, device, batch_size)
+    note = protocol_note(transcriber, lang)
+    if note:
+        err_console.print(f"[yellow]warning:[/] {note}")
+    return transcriber
+
+
+@app.command()
+@handle_errors
+def score(
+    pairs: Path = typer.Option(..., "--pairs", help="TSV: id<TAB>reference<TAB>hypothesis"),
+    protocol: str = typer.Option(
+        "seed-tts", "--protocol", help="seed-tts (mean of per-utterance WER/CER), wer or cer (WeNet corpus)"
+    ),
+    lang: str = LangOpt,
+    as_json: bool = typer.Option(False, "--json", help="write the scores as JSON to stdout"),
+) -> None:
+    """Score transcripts you already have."""
+    from vita_core.eval.datasets import read_pairs_tsv
+    from vita_core.eval.scoring import score_pairs
+
+    scores = score_pairs(read_pairs_tsv(pairs), protocol, lang)
+    if as_json:
+        main, others = scores[0], scores[1:]
+        keys = ("id", "wer", "substitutions", "deletions", "insertions", "ref_len")
+        out = {
+            "protocol": protocol,
+            "lang": lang,
+            "name": main.name,
+            "aggregate": main.aggregate,
+            "value": main.value,
+            "mean": main.mean,
+            "pooled": main.pooled,
+            "utterances": [{k: getattr(u, k) for k in keys} for u in main.utterances],
+            "other_figures": [
+                {"name": s.name, "aggregate": s.aggregate, "value": s.value, "mean": s.mean, "pooled": s.pooled}
+                for s in others
+            ],
+        }
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    console.print(_figures_table(f"{protocol} ({lang}) on {pairs}", scores))
+
+
+def _parse_wav_dirs(specs: list[str]) -> dict[str, Path]:
+    dirs: dict[str, Path] = {}
+    for spec in specs:
+        mode, sep, folder = spec.partition("=")
+        if not sep:
+            mode, folder = Path(spec).name, spec
+        if not mode or mode in dirs:
+            raise InputError(f"--wav-dir {spec!r}: each mode needs a distinct name (MODE=DIR)")
+        dirs[mode] = Path(folder)
+    return dirs
+
+
+@app.command("seed-tts")
+@handle_errors
+def seed_tts(
+    meta: Path = typer.Option(..., "--meta", help="Seed-TTS meta.lst (utt|prompt_text|prompt_wav|text)"),
+    wav_dir: list[str] = typer.Option(
+        ...,
+        "--wav-dir",
+        help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder); "
+        "rows are compared with the mode named vanilla, else the first",
+    ),
+    asr_model: Path = typer.Option(
+        ..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"
+    ),
+    lang: str = LangOpt,
+    out_dir: Path = typer.Option(
+        Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv and <mode>.tsv go"
+    ),
+    missing_as_error: bool = MissingOpt,
+    device: str = DeviceOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Seed-TTS WER (en) / CER (zh) of folders of generated wavs, one row per mode."""
+    from vita_core.eval.datasets import read_seedtts_meta
+    from vita_core.eval.normalize import check_lang
+    from vita_core.eval.report import seedtts_rows, write_seedtts
+    from vita_core.eval.seedtts import run_seed_tts
+
+    check_lang(lang)
+    items = read_seedtts_meta(meta)
+    dirs = _parse_wav_dirs(wav_dir)
+    transcriber = _load_asr(asr_model, lang, device, batch_size)
+    with _progress() as progress:
+        report = run_seed_tts(items, dirs, transcriber, lang, missing_as_error, progress)
+    written = write_seedtts(report, out_dir)
+    rows = seedtts_rows(report)
+    table = Table(title=f"Seed-TTS {lang} ({len(items)} lines, ASR {report.asr})")
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    if any(r.score.missing + r.score.empty for r in report.results):
+        how = "scored as errors" if missing_as_error else "left out of the mean (use --missing-as-error to score them)"
+        console.print(f"missing/empty outputs are {how}")
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+@handle_errors
+def asr(
+    data: Path = typer.Option(
+        ..., "--data", help="LibriSpeech-style folder (*.trans.txt) or Kaldi folder (wav.scp + text)"
+    ),
+    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="transcribe the set with this local ASR model"),
+    hyp: Optional[Path] = typer.Option(None, "--hyp", help="score these existing hypotheses instead (`id text` lines)"),
+    lang: str = LangOpt,
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write asr.json and asr.tsv here"),
+    missing_as_error: bool = MissingOpt,
+    device: str = DeviceOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Corpus WER of an ASR set: WeNet compute-wer (VITA-Audio's metric) and, for en, after Whisper's normaliser."""
+    from vita_core.eval.asr_bench import score_asr_set, transcribe_items
+    from vita_core.eval.datasets import read_asr_set, read_hypotheses
+    from vita_core.eval.normalize import check_lang
+    from vita_core.eval.report import utterance_tsv
+    from vita_core.eval.wavs import write_text
+
+    check_lang(lang)
+    if (asr_model is None) == (hyp is None):
+        raise InputError("give exactly one of --asr-model (transcribe the set) or --hyp (score existing hypotheses)")
+    items = read_asr_set(data)
+    if hyp is not None:
+        hyps = read_hypotheses(hyp)
+    else:
+        transcriber = _load_asr(asr_model, lang, device, batch_size)
+        with _progress() as progress:
+            hyps = transcribe_items(items, transcriber, lambda d, t: progress("asr", d, t))
+    scores = score_asr_set(items, hyps, lang, missing_as_error)
+    console.print(_figures_table(f"ASR {data} ({lang})", scores))
+    if out_dir is not None:
+        write_text(out_dir / "asr.json", json.dumps([s.to_dict() for s in scores], ensure_ascii=False, indent=2) + "\n")
+        write_text(out_dir / "asr.tsv", utterance_tsv(scores[0]))
+        console.print(f"wrote {out_dir / 'asr.json'}, {out_dir / 'asr.tsv'}")
+
+
+@app.command()
+@handle_errors
+def sqa(
+    data: Path = typer.Option(
+        ..., "--data", help="jsonl of questions: VITA-Audio format (messages + audios) or {id, audio, answers}"
+    ),
+    hyp_text: Optional[Path] = typer.Option(
+        None, "--hyp-text", help="text answers: `id text` file or folder of <id>.txt"
+    ),
+    hyp_speech: Optional[Path] = typer.Option(
+        None, "--hyp-speech", help="transcripts of the speech answers: `id text` file"
+    ),
+    speech_dir: Optional[Path] = typer.Option(
+        None, "--speech-dir", help="folder of <id>.wav speech answers, transcribed with --asr-model"
+    ),
+    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for --speech-dir"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write sqa.json here"),
+    missing_as_error: bool = MissingOpt,
+    device: str = DeviceOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Spoken-QA accuracy of S->T text and S->S transcripts: the reference's "contain" rule and a stricter one."""
+    from vita_core.eval.datasets import read_hypotheses, read_sqa_jsonl
+    from vita_core.eval.report import pct
+    from vita_core.eval.sqa_bench import judge_streams, load_text_answers, transcribe_speech
+    from vita_core.eval.wavs import write_text
+
+    if hyp_speech is not None and speech_dir is not None:
+        raise InputError("give --hyp-speech or --speech-dir, not both")
+    if (speech_dir is None) != (asr_model is None):
+        raise InputError("--speech-dir and --asr-model go together (the speech answers are transcribed in English)")
+    if hyp_text is None and hyp_speech is None and speech_dir is None:
+        raise InputError("nothing to score: give --hyp-text and/or --hyp-speech or --speech-dir with --asr-model")
+    items = read_sqa_jsonl(data)
+    text = load_text_answers(hyp_text) if hyp_text is not None else None
+    speech = read_hypotheses(hyp_speech) if hyp_speech is not None else None
+    if speech_dir is not None:
+        transcriber = _load_asr(asr_model, "en", device, batch_size)
+        with _progress() as progress:
+            speech, _ = transcribe_speech(items, speech_dir, transcriber, lambda d, t: progress("asr", d, t))
+    scores = judge_streams(items, text, speech)
+    table = Table(title=f"spoken QA {data} ({len(items)} questions)")
+    for col in ("stream", "contain %", "exact %", "answered", "missing"):
+        table.add_column(col, justify="left" if col == "stream" else "right")
+    for s in scores:
+        table.add_row(
+            s.name,
+            pct(s.accuracy("contain", missing_as_error), 2),
+            pct(s.accuracy("exact", missing_as_error), 2),
+            str(len(s.scored)),
+            str(s.missing),
+        )
+    console.print(table)
+    if out_dir is not None:
+        out = [
+            {
+                "stream": s.name,
+                "contain": s.accuracy("contain", missing_as_error),
+                "exact": s.accuracy("exact", missing_as_error),
+                "missing": s.missing,
+                "missing_as_error": missing_as_error,
+                "items": [asdict(j) for j in s.items],
+            }
+            for s in scores
+        ]
+        write_text(out_dir / "sqa.json", json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+        console.print(f"wrote {out_dir / 'sqa.json'}")

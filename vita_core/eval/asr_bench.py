@@ -1,0 +1,25 @@
+"""ASR benchmark sets (LibriSpeech folders, Kaldi lists): transcribe with any Transcriber, or take existing
+hypotheses, and report corpus WER as WeNet `compute-wer.py --char=1` (VITA-Audio's metric), plus a
+Whisper-EnglishTextNormalizer figure for English. Utterances without a hypothesis are counted, never dropped."""
+
+from __future__ import annotations
+
+from vita_core.eval.asr import Progress, Transcriber
+from vita_core.eval.datasets import AudioItem
+from vita_core.eval.scoring import CorpusScore, Pair, score_pairs
+from vita_core.eval.transcribe import transcribe_files
+
+
+def transcribe_items(
+    items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None
+) -> dict[str, str]:
+    """Transcript of every item's audio, by id; an unreadable file raises, a missing one has no transcript."""
+    return transcribe_files(transcriber, {i.id: i.audio for i in items}, progress)[0]
+
+
+def score_asr_set(
+    items: list[AudioItem], hypotheses: dict[str, str], lang: str, missing_as_error: bool = False
+) -> list[CorpusScore]:
+    """WeNet corpus WER (and the Whisper-normalised WER for en) of `hypotheses` against the items' texts."""
+    pairs = [Pair(i.id, str(i.text), hypotheses.get(i.id)) for i in items]
+    return score_pairs(pairs, "wer", lang, missing_as_error)

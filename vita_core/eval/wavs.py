@@ -1,0 +1,55 @@
+"""Reading outputs for ASR (first channel, 16 kHz float32) and writing wavs atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vita_core.errors import AudioError
+
+ASR_RATE = 16000
+
+
+def read_16k(path: Path) -> np.ndarray:
+    """First channel of `path` as float32 at 16 kHz (soxr high quality); an empty file gives an empty array."""
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError as exc:  # soundfile raises LibsndfileError, a RuntimeError
+        raise AudioError(f"{path}: cannot read audio ({exc}); re-create or remove the file") from exc
+    wav = wav[:, 0]
+    if sr != ASR_RATE and wav.size:
+        wav = soxr.resample(wav, sr, ASR_RATE, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(wav)
+
+
+def write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM through a temp file + rename, so an interrupted run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
