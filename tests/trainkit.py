@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 
-from vita_core.train.stages import StageSpec
+from vita_core.train.stages import RECIPES, StageSpec
 
 AUDIO0, BOA, EOA, IM_START, IM_END, PAD = 151685, 151674, 151675, 151644, 151645, 151643
 CODES = 32  # audio codes in use: code c is followed by (5c + 3) mod 32, so later codes are predictable
@@ -56,10 +59,36 @@ class SyntheticPacked(Dataset):
 
 
 def tiny_spec(stage: int, **changes) -> StageSpec:
-    """Stage semantics from recipes/stages, sizes for a test."""
+    """recipes/tiny's stage, shortened for a test (64-token sequences, no warm-up)."""
     from vita_core.train.stages import load_stage
 
-    base = dict(max_steps=4, seq_len=64, grad_accum=2, micro_batch_size=1, warmup_ratio=0.0,
-                gradient_checkpointing=False, lr=1e-3 if stage in (2, 3) else 3e-4)
+    base = dict(max_steps=2, seq_len=64, warmup_ratio=0.0)
     base.update(changes)
-    return load_stage(None, stage).with_overrides(**base)
+    return load_stage(RECIPES / "tiny", stage).with_overrides(**base)
+
+
+def small_config(num_mtp: int) -> dict:
+    """The tiny preset at half width: the real 168072-id vocabulary, 2 backbone layers."""
+    from vita_core.model.checkpoint import preset_config
+
+    config = preset_config("tiny", num_mtp=num_mtp)
+    config.update(hidden_size=32, intermediate_size=64)
+    return config
+
+
+def save_random(folder: Path, num_mtp: int, seed: int, tokenizer_dir: Path | None = None,
+                random_norms: bool = False) -> Path:
+    """A random-init checkpoint in the released format (norms randomised to make copies visible)."""
+    from vita_core.model.checkpoint import random_model, save_model
+
+    model = random_model(small_config(num_mtp), seed=seed)
+    if random_norms:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "norm" in name:
+                    param.copy_(1 + 0.1 * torch.randn(param.shape, generator=gen))
+    save_model(model, folder)
+    for f in (tokenizer_dir.iterdir() if tokenizer_dir else []):
+        shutil.copy(f, folder / f.name)
+    return folder

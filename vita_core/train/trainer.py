@@ -242,9 +242,9 @@ def train(
     model.train()
     while step < total:
         epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
         skip = (step - epoch * steps_per_epoch) * spec.grad_accum
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        batches.set_epoch(epoch)  # Accelerate's loader passes its epoch to the sampler on each pass
         grad_norm = 0.0
         for batch in batches:
             with accelerator.accumulate(model):

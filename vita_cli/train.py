@@ -1,0 +1,76 @@
+"""`vita train --stage N`: one stage of the four-stage recipe, with a Rich progress display."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vita_cli.common import console, handle_errors
+from vita_cli.main import app
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+@handle_errors
+def train(
+    stage: int = typer.Option(..., "--stage", min=1, max=4, help="Stage 1..4 of the recipe."),
+    init: str = typer.Option(..., help="Checkpoint folder to start from (the previous stage's output/model), "
+                                       "or a size preset (tiny, 0.5b, 7b, 72b) for random init."),
+    data: Path = typer.Option(..., help="Folder written by `vita pack`."),
+    output_dir: Path = typer.Option(..., help="Where checkpoints, model/ and metrics.jsonl go."),
+    recipe: Optional[Path] = typer.Option(None, help="Recipe folder with stage{1..4}.yaml, or one stage file "
+                                                      "(default: recipes/stages, the reference's 7B values)."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps (default: the recipe's); "
+                                                             "the schedule spans this many."),
+    save_every: Optional[int] = typer.Option(None, min=1, help="Write a resumable checkpoint every N steps."),
+    resume: bool = typer.Option(False, help="Continue from the newest checkpoint in --output-dir."),
+    grad_accum: Optional[int] = typer.Option(None, min=1, help="Override the recipe's gradient accumulation "
+                                                              "(keep micro x accum x processes constant)."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Folder whose tokenizer files ship with the "
+                                                        "checkpoints (default: those in --init)."),
+    distributed: Optional[Path] = typer.Option(None, help="DeepSpeed .json or FSDP .yaml from "
+                                                          "recipes/distributed (launch with torchrun)."),
+) -> None:
+    """Train one stage and write checkpoints in the released VITA-Audio format.
+
+    Example: vita train --stage 1 --recipe recipes/tiny --init tiny --data packed/tiny --output-dir runs/s1
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vita_core.train.stages import load_stage
+    from vita_core.train.trainer import train as run
+
+    spec = load_stage(recipe, stage).with_overrides(grad_accum=grad_accum)
+    bar = Progress(TextColumn("[bold]stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=False,
+                   disable=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 draws
+    task = bar.add_task("", total=1, stage=stage)
+
+    def on_event(kind: str, payload: Any) -> None:
+        if kind == "start":
+            bar.update(task, total=payload["total"], completed=payload["start"])
+            console.print(f"stage {payload['stage']} ({payload['name']}): {payload['num_mtp']} MCTP modules, "
+                          f"{payload['trainable'] / 1e6:.2f}M trainable parameters, {payload['processes']} "
+                          f"process(es), global batch {payload['global_batch']}, steps {payload['start']}->"
+                          f"{payload['total']}")
+        elif kind == "step":
+            parts = [f"loss {payload.loss:.3f}", f"lr {payload.lr:.2e}"]
+            if payload.main_loss is not None:
+                parts.append(f"main {payload.main_loss:.3f}/{_fmt(payload.main_acc, '.0%')}")
+            parts += [f"m{k} {_fmt(loss, '.2f')}/{_fmt(acc, '.0%')}"
+                      for k, (loss, acc) in enumerate(zip(payload.mtp_loss, payload.mtp_acc))]
+            bar.update(task, completed=payload.step, description=" ".join(parts))
+        elif kind == "saved":
+            bar.console.print(f"saved {payload}")
+
+    with bar:
+        result = run(spec, init, data, output_dir, max_steps=max_steps, save_every=save_every, resume=resume,
+                     tokenizer=tokenizer, distributed=distributed, progress=on_event)
+    console.print(f"done: {result.steps} steps in {result.seconds:.1f} s; model in {result.model_dir}, "
+                  f"metrics in {output_dir / 'metrics.jsonl'}")
