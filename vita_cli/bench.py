@@ -44,10 +44,11 @@ def bench(
     table = Table(title=f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, "
                         f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}")
     for col in ("mode", "tokens/s", "range", "backbone fwd", "MCTP fwd", "speedup", "first audio block",
-                "ms/backbone", "ms/MCTP"):
+                "ms/backbone", "ms/catch-up", "ms/MCTP"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for m in result.modes:
         table.add_row(m.mode, f"{m.tokens_per_s:.1f}", f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}",
                       str(m.backbone_forwards), str(m.mtp_forwards), f"{m.speedup:.2f}x",
-                      f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.mtp_forward_ms:.1f}")
+                      f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.backbone_catchup_ms:.1f}",
+                      f"{m.mtp_forward_ms:.1f}")
     console.print(table)

@@ -17,4 +17,5 @@ def main() -> None:
 
 
 from vita_cli import bench  # noqa: E402,F401  (registers commands on `app`)
+from vita_cli import pack, prepare  # noqa: E402,F401  (registers `vita pack` and `vita prepare`)
 from vita_cli import train  # noqa: E402,F401  (registers `vita train`)

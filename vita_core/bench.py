@@ -38,7 +38,8 @@ class ModeResult:
     backbone_forwards: int
     mtp_forwards: int
     first_audio_block_ms: float  # median time from the request to the first closed audio block
-    backbone_forward_ms: float  # median wall time of one backbone pass
+    backbone_forward_ms: float  # median wall time of a one-position backbone pass
+    backbone_catchup_ms: float  # median wall time of a multi-position pass over MCTP tokens (0 if none)
     mtp_forward_ms: float  # median wall time of one MCTP step (0 if none)
     speedup: float = 1.0  # median tokens/s over vanilla's
 
@@ -71,13 +72,17 @@ def resolve_device(device: str) -> str:
 
 
 def _one_run(engine: Engine, prompt: list[int], mode: str, layout: Layout, new_tokens: int) -> dict:
-    first_block, per = None, {"b": [], "m": []}
+    first_block, prefill, per = None, True, {"b": [], "c": [], "m": []}
     if engine.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for event in engine.generate(prompt, mode=mode, layout=layout, max_new_tokens=new_tokens, stop_ids=()):
         if isinstance(event, ForwardEvent):
-            per["b" if event.producer == BACKBONE else "m"].append(event.seconds)
+            if prefill:
+                prefill = False  # the first pass is the prefill, not a decoding step
+                continue
+            key = "m" if event.producer != BACKBONE else "b" if event.positions == 1 else "c"
+            per[key].append(event.seconds)
         elif isinstance(event, AudioBlockEvent) and first_block is None and event.closed:
             first_block = event.seconds
         elif isinstance(event, DoneEvent):
@@ -129,14 +134,14 @@ def bench_modes(
             runs.append(_one_run(engine, prompt, name, content, new_tokens))
         rates = [r["tokens"] / r["seconds"] for r in runs]
         blocks = [r["first_block"] for r in runs if r["first_block"] is not None]
-        per_b = [s for r in runs for s in r["per"]["b"]]
-        per_m = [s for r in runs for s in r["per"]["m"]]
+        per_b, per_c, per_m = ([s for r in runs for s in r["per"][key]] for key in "bcm")
         done = runs[0]["done"]
         result.modes.append(ModeResult(
             mode=name, tokens_per_s=statistics.median(rates), tokens_per_s_min=min(rates),
             tokens_per_s_max=max(rates), backbone_forwards=done.backbone_forwards, mtp_forwards=done.mtp_forwards,
             first_audio_block_ms=1000 * statistics.median(blocks) if blocks else float("nan"),
             backbone_forward_ms=1000 * statistics.median(per_b) if per_b else 0.0,
+            backbone_catchup_ms=1000 * statistics.median(per_c) if per_c else 0.0,
             mtp_forward_ms=1000 * statistics.median(per_m) if per_m else 0.0,
         ))
     base = result.modes[0].tokens_per_s

@@ -1,0 +1,30 @@
+"""`vita bench` runs end to end on the tiny preset (figures are reported, never asserted)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from vita_cli.main import app
+
+
+def test_bench_json_has_every_mode_and_forward_counts():
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "28", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "boost,turbo", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    modes = {m["mode"]: m for m in data["modes"]}
+    assert set(modes) == {"vanilla", "boost", "turbo"}
+    assert modes["vanilla"]["backbone_forwards"] == 28 and modes["vanilla"]["speedup"] == 1.0
+    assert (modes["boost"]["backbone_forwards"], modes["boost"]["mtp_forwards"]) == (8, 20)
+    assert (modes["turbo"]["backbone_forwards"], modes["turbo"]["mtp_forwards"]) == (3, 25)
+    assert all(m["first_audio_block_ms"] > 0 for m in modes.values())
+
+
+def test_bench_rejects_bad_flags():
+    runner = CliRunner()
+    bad = runner.invoke(app, ["bench", "--preset", "huge"])
+    assert bad.exit_code == 1 and "unknown model preset 'huge'" in bad.output
+    bad = runner.invoke(app, ["bench", "--preset", "tiny", "--modes", "warp"])
+    assert bad.exit_code == 1 and "schedule" in bad.output
+    bad = runner.invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "4"])
+    assert bad.exit_code == 1 and "--new-tokens 4 is too small" in bad.output
