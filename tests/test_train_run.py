@@ -6,10 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from datakit import make_tiny_prepared
 from trainkit import SyntheticPacked, save_random, tiny_spec
+from vita_cli.main import app
+from vita_core.data.pack import pack
+from vita_core.data.recipe import load_recipe
 from vita_core.model.checkpoint import load_model, read_state_dict
 from vita_core.tokens import layout_from_tokenizer, load_tokenizer
 from vita_core.train.setup import mtp_parameter_names
+from vita_core.train.stages import RECIPES
 from vita_core.train.trainer import train
 
 
@@ -48,38 +53,48 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
         train(spec.with_overrides(lr=1e-4), tmp_path / "s3", data, tmp_path / "cut", resume=True)
 
 
-def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir):
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tokenizer):
+    """The tiny corpus through the real `prepare` and `pack` (recipes/data/tiny.yaml, 256 tokens)."""
+    root = make_tiny_prepared(tmp_path_factory.mktemp("tiny"), tokenizer)
+    pack(load_recipe(RECIPES / "data" / "tiny.yaml", root), root / "packed")
+    return root / "packed"
+
+
+def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir, packed):
+    """recipes/tiny end to end through `vita train`, shortened: every checkpoint loads in the next."""
     save_random(tmp_path / "base", 0, seed=6, tokenizer_dir=tokenizer_dir)
-    data = SyntheticPacked(8, 64, seed=2)
     init = tmp_path / "base"
-    for stage, steps in ((1, 12), (2, 1), (3, 1), (4, 1)):
-        spec = tiny_spec(stage, max_steps=steps)
-        result = train(spec, init, data, tmp_path / f"stage{stage}")
-        model = load_model(result.model_dir)  # exact keys, or CheckpointError
-        assert model.num_mtp == spec.num_mtp and model.num_backbone_layers == 2
+    for stage, steps in ((1, 8), (2, 1), (3, 1), (4, 1)):
+        out = tmp_path / f"stage{stage}"
+        result = CliRunner().invoke(app, [
+            "train", "--stage", str(stage), "--recipe", str(RECIPES / "tiny"), "--init", str(init),
+            "--data", str(packed), "--output-dir", str(out), "--max-steps", str(steps), "--eval-packs", "1"])
+        assert result.exit_code == 0, result.output
+        model = load_model(out / "model")  # exact keys, or CheckpointError
+        assert model.num_mtp == [0, 1, 10, 10][stage - 1] and model.num_backbone_layers == 2
         for f in tokenizer_dir.iterdir():  # the tokenizer travels with the weights
-            assert (result.model_dir / f.name).read_bytes() == f.read_bytes()
+            assert (out / "model" / f.name).read_bytes() == f.read_bytes()
         if stage > 1:  # (tokens.py reads <|endoftext|> as missing under a plain-qwen2 config.json)
-            assert layout_from_tokenizer(load_tokenizer(result.model_dir)).audio_offset == 151685
-        config = json.loads((result.model_dir / "config.json").read_text())
+            assert layout_from_tokenizer(load_tokenizer(out / "model")).audio_offset == 151685
+            assert f"MCTP {model.num_mtp - 1}" in result.output and "audio targets" in result.output
+        config = json.loads((out / "model" / "config.json").read_text())
         assert config["model_type"] == ("qwen2" if stage == 1 else "qwen2_mtp")
         if stage in (2, 3):  # only the MCTP parameters moved
-            before, after = read_state_dict(init), read_state_dict(result.model_dir)
+            before, after = read_state_dict(init), read_state_dict(out / "model")
             mtp = mtp_parameter_names(model)
             assert len(mtp - set(before)) == (15 if stage == 2 else 9 * 15)  # the new modules
             for key in before:
                 assert torch.equal(before[key], after[key]) == (key not in mtp), key
         if stage == 1:
-            losses = [m.main_loss for m in result.history]
-            assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.4, losses
-        init = result.model_dir
-    history = result.history[-1]
-    assert len(history.mtp_loss) == 10 and all(0 <= a <= 1 for a in history.mtp_acc)
+            losses = [r["main_loss"] for r in rows(out)]
+            assert len(losses) == 8 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+        init = out / "model"
+    last = rows(tmp_path / "stage4")[-1]
+    assert len(last["mtp_loss"]) == 10 and all(0 <= a <= 1 for a in last["mtp_acc"])
 
 
 def test_cli_reports_bad_flags_in_one_line(tmp_path):
-    from vita_cli.main import app
-
     result = CliRunner().invoke(app, ["train", "--stage", "2", "--init", "nowhere", "--data", str(tmp_path),
                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1

@@ -36,6 +36,8 @@ def train(
                                                         "checkpoints (default: those in --init)."),
     distributed: Optional[Path] = typer.Option(None, help="DeepSpeed .json or FSDP .yaml from "
                                                           "recipes/distributed (launch with torchrun)."),
+    eval_packs: int = typer.Option(16, min=0, help="After an MCTP stage, report each module's top-1 on the "
+                                                  "audio targets of this many packs (0: skip)."),
 ) -> None:
     """Train one stage and write checkpoints in the released VITA-Audio format.
 
@@ -72,5 +74,36 @@ def train(
     with bar:
         result = run(spec, init, data, output_dir, max_steps=max_steps, save_every=save_every, resume=resume,
                      tokenizer=tokenizer, distributed=distributed, progress=on_event)
+    if os.environ.get("RANK", "0") != "0":
+        return
     console.print(f"done: {result.steps} steps in {result.seconds:.1f} s; model in {result.model_dir}, "
                   f"metrics in {output_dir / 'metrics.jsonl'}")
+    if spec.num_mtp and eval_packs:
+        _print_audio_accuracy(result.model_dir, data, spec.seq_len, eval_packs)
+
+
+def _print_audio_accuracy(model_dir: Path, data: Path, seq_len: int, packs: int) -> None:
+    """Top-1 of each MCTP module on the audio targets of the first packs, against chance."""
+    import torch
+    from rich.table import Table
+
+    from vita_core.model.checkpoint import load_model
+    from vita_core.tokens import layout_from_tokenizer, load_tokenizer
+    from vita_core.train.data import open_packed
+    from vita_core.train.evaluate import audio_accuracy
+
+    if not (model_dir / "tokenizer.json").is_file():
+        console.print("(no tokenizer beside the weights: pass --tokenizer to see audio accuracy)")
+        return
+    layout = layout_from_tokenizer(load_tokenizer(model_dir))
+    acc = audio_accuracy(load_model(model_dir, dtype=torch.float32), open_packed(data, seq_len),
+                         layout.audio_offset, layout.num_codes, packs)
+    table = Table(title=f"top-1 on {acc.targets} audio targets of the first {acc.packs} packs "
+                        f"(chance: uniform {acc.uniform:.1e}, most frequent code {acc.majority:.1%})")
+    table.add_column("head")
+    table.add_column("predicts", justify="right")
+    table.add_column("top-1", justify="right")
+    table.add_row("main", "t+1", _fmt(acc.main_acc, ".1%"))
+    for k, a in enumerate(acc.mtp_acc):
+        table.add_row(f"MCTP {k}", f"t+{k + 2}", _fmt(a, ".1%"))
+    console.print(table)

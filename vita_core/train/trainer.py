@@ -251,7 +251,8 @@ def train(
                 out = model(**batch, detach_backbone=spec.detach_backbone)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
-                    grad_norm = float(accelerator.clip_grad_norm_(trainable, spec.max_grad_norm))
+                    norm = accelerator.clip_grad_norm_(trainable, spec.max_grad_norm)
+                    grad_norm = float("nan") if norm is None else float(norm)  # DeepSpeed may not say
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             tally.add(out)
