@@ -200,7 +200,7 @@ def train(
     set_seed(spec.seed)
     model = init_model(init, spec, default_attention(accelerator.device))
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     set_trainable(model, spec)
     optimizer = torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=spec.adam_betas, eps=spec.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_ratio(s, total, spec))
