@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from trainkit import SyntheticPacked, save_random, tiny_spec
+from trainkit import SyntheticPacked, save_random, small_config, tiny_spec
 from vita_core.errors import InputError
-from vita_core.model.checkpoint import load_model
+from vita_core.model.checkpoint import load_model, random_model, read_state_dict, save_model
 from vita_core.train.setup import init_model, lr_ratio, mtp_parameter_names, param_groups, set_trainable
 from vita_core.train.stages import DEFAULT_RECIPE, load_stage
 
@@ -135,3 +135,16 @@ def test_schedule_is_deepspeed_warmup_cosine():
     assert ratios[120] == pytest.approx(0.8747, abs=1e-3)  # log(121) / log(240)
     assert ratios[240] == pytest.approx(1.0, abs=1e-6) and ratios[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(ratios[240:], ratios[241:]))
+
+
+def test_stage1_grows_qwen_vocabulary_to_the_tokenizer(tmp_path, tokenizer):
+    """Qwen2.5 ships 152064 rows; the audio tokens need 168069, padded to 168072 as the reference."""
+    config = {**small_config(0), "vocab_size": 152064}
+    save_model(random_model(config, seed=7), tmp_path / "qwen")
+    before = read_state_dict(tmp_path / "qwen")
+    model = init_model(tmp_path / "qwen", tiny_spec(1), vocab_size=len(tokenizer))
+    assert len(tokenizer) == 168069 and model.config.vocab_size == 168072
+    assert model.model.embed_tokens.weight.shape == model.lm_head.weight.shape == (168072, 32)
+    assert torch.equal(model.model.embed_tokens.weight[:152064], before["model.embed_tokens.weight"])
+    assert torch.equal(model.lm_head.weight[:152064], before["lm_head.weight"])
+    assert model.upstream_config["vocab_size"] == 168072

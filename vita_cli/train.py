@@ -98,8 +98,9 @@ def _print_audio_accuracy(model_dir: Path, data: Path, seq_len: int, packs: int)
     layout = layout_from_tokenizer(load_tokenizer(model_dir))
     acc = audio_accuracy(load_model(model_dir, dtype=torch.float32), open_packed(data, seq_len),
                          layout.audio_offset, layout.num_codes, packs)
-    table = Table(title=f"top-1 on {acc.targets} audio targets of the first {acc.packs} packs "
-                        f"(chance: uniform {acc.uniform:.1e}, most frequent code {acc.majority:.1%})")
+    console.print(f"top-1 on the {acc.targets} audio targets of the first {acc.packs} packs; chance: uniform "
+                  f"{acc.uniform:.1e}, always the most frequent code {acc.majority:.1%}")
+    table = Table()
     table.add_column("head")
     table.add_column("predicts", justify="right")
     table.add_column("top-1", justify="right")

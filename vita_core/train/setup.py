@@ -58,9 +58,11 @@ def grow_state_dict(state: dict[str, torch.Tensor], backbone_layers: int, old_mt
 
 
 def init_model(init: str | Path, spec: StageSpec, attn_implementation: str = "sdpa",
-               seed: int | None = None) -> VitaAudioForCausalLM:
+               seed: int | None = None, vocab_size: int | None = None) -> VitaAudioForCausalLM:
     """The stage's starting model (fp32, CPU): a checkpoint folder grown to spec.num_mtp modules,
-    or a size preset name (random init, for trying the recipe from scratch)."""
+    or a size preset name (random init, for trying the recipe from scratch). A vocabulary smaller
+    than `vocab_size` (the tokenizer's length; Qwen2.5's 152064 before the audio tokens) grows to
+    it, rounded up to a multiple of 8, with Hugging Face's mean resizing, as the reference does."""
     seed = spec.seed if seed is None else seed
     if not Path(init).is_dir():
         if str(init).lower() not in PRESETS:
@@ -74,6 +76,10 @@ def init_model(init: str | Path, spec: StageSpec, attn_implementation: str = "sd
         config = read_config(init)
         old_mtp = int(config.get("num_nextn_predict_layers", 0) or 0)
         model = load_model(init, dtype=torch.float32, attn_implementation=attn_implementation)
+        state = model.state_dict()
+    if vocab_size is not None and vocab_size > model.config.vocab_size:
+        model.resize_token_embeddings(vocab_size, pad_to_multiple_of=8)
+        model.upstream_config = {**model.upstream_config, "vocab_size": model.config.vocab_size}
         state = model.state_dict()
     if old_mtp > spec.num_mtp:
         raise CheckpointError(

@@ -124,6 +124,16 @@ def _side_files(folder: Path | None) -> list[Path]:
             if p.is_file() and p.name != "config.json" and not p.name.startswith(("model", ".", "trainer"))]
 
 
+def _tokenizer_length(side_files: list[Path]) -> int | None:
+    """Length of the tokenizer that ships with the checkpoints (None when there is none)."""
+    names = {p.name for p in side_files}
+    if not names & {"tokenizer.json", "vocab.json"}:
+        return None
+    from vita_core.tokens import load_tokenizer
+
+    return len(load_tokenizer(side_files[0].parent))
+
+
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
           trainer_state: dict[str, Any] | None) -> None:
     """Released-format weights (+ resumable state), staged beside `folder` and renamed into place."""
@@ -198,7 +208,8 @@ def train(
         raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
                          "or choose another --output-dir")
     set_seed(spec.seed)
-    model = init_model(init, spec, default_attention(accelerator.device))
+    side = _side_files(Path(tokenizer) if tokenizer else Path(init))
+    model = init_model(init, spec, default_attention(accelerator.device), vocab_size=_tokenizer_length(side))
     if spec.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     set_trainable(model, spec)
@@ -229,7 +240,6 @@ def train(
         log.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
-    side = _side_files(Path(tokenizer) if tokenizer else Path(init))
     save_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
