@@ -1,5 +1,6 @@
 """Whole training runs on the tiny recipe: resume equals uninterrupted, stages chain, loss falls."""
 
+import importlib.util
 import json
 
 import pytest
@@ -99,3 +100,11 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path):
                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "--init nowhere is neither a checkpoint folder nor a preset" in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")
+def test_deepspeed_config_without_deepspeed_says_how_to_get_it(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
+                                      "--output-dir", str(tmp_path / "out"), "--distributed",
+                                      str(RECIPES / "distributed" / "zero2.json")])
+    assert result.exit_code == 1 and "needs DeepSpeed: pip install deepspeed" in result.output

@@ -9,6 +9,7 @@ result an uninterrupted run gives.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -96,6 +97,9 @@ def make_accelerator(spec: StageSpec, distributed: str | Path | None = None) -> 
         if not path.is_file():
             raise InputError(f"--distributed {path} does not exist; see recipes/distributed/")
         if path.suffix == ".json":
+            if importlib.util.find_spec("deepspeed") is None:
+                raise InputError(f"--distributed {path} needs DeepSpeed: pip install deepspeed (or use "
+                                 "recipes/distributed/fsdp.yaml)")
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(
                 hf_ds_config=str(path), gradient_accumulation_steps=spec.grad_accum,
                 gradient_clipping=spec.max_grad_norm)
