@@ -48,7 +48,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert rows(tmp_path / "full") == [{**r, "grad_norm": r["grad_norm"]} for r in rows(tmp_path / "cut")]
+    assert rows(tmp_path / "full") == rows(tmp_path / "cut")  # the killed step 2 row was replaced
     assert [r["step"] for r in rows(tmp_path / "cut")] == [1, 2, 3]
     with pytest.raises(Exception, match="different recipe"):
         train(spec.with_overrides(lr=1e-4), tmp_path / "s3", data, tmp_path / "cut", resume=True)

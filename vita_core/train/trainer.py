@@ -183,6 +183,27 @@ def _rewrite_log(log: Path, upto: int) -> None:
     os.replace(tmp, log)
 
 
+def _restore(accelerator: Any, checkpoint: Path, identity: dict[str, Any], log: Path) -> int:
+    """Load a checkpoint's optimizer, scheduler, RNG and weights; return the step it was taken at."""
+    saved = json.loads((checkpoint / "trainer.json").read_text())
+    if {k: saved.get(k) for k in identity} != json.loads(json.dumps(identity)):
+        raise InputError(f"{checkpoint} was written by a different recipe, step count or global batch; "
+                         "resume with the same flags, or choose another --output-dir")
+    accelerator.load_state(str(checkpoint / "train_state"))
+    if accelerator.is_main_process:
+        _rewrite_log(log, int(saved["step"]))
+    accelerator.wait_for_everyone()
+    return int(saved["step"])
+
+
+def _fresh(accelerator: Any, output_dir: Path, log: Path) -> int:
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    return 0
+
+
 def train(
     spec: StageSpec,
     init: str | Path,
@@ -227,22 +248,8 @@ def train(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     identity = {"stage": spec.stage, "spec": asdict(spec), "total_steps": total, "global_batch": global_batch}
 
-    step = 0
     log = output_dir / "metrics.jsonl"
-    if existing:
-        last = existing[-1]
-        saved = json.loads((last / "trainer.json").read_text())
-        if {k: saved.get(k) for k in identity} != json.loads(json.dumps(identity)):
-            raise InputError(f"{last} was written by a different recipe, step count or global batch; "
-                             "resume with the same flags, or choose another --output-dir")
-        accelerator.load_state(str(last / "train_state"))
-        step = int(saved["step"])
-        if accelerator.is_main_process:
-            _rewrite_log(log, step)
-    elif accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        log.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
+    step = _restore(accelerator, existing[-1], identity, log) if existing else _fresh(accelerator, output_dir, log)
 
     save_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     unwrapped = accelerator.unwrap_model(model)
