@@ -148,3 +148,35 @@ def test_stage1_grows_qwen_vocabulary_to_the_tokenizer(tmp_path, tokenizer):
     assert torch.equal(model.model.embed_tokens.weight[:152064], before["model.embed_tokens.weight"])
     assert torch.equal(model.lm_head.weight[:152064], before["lm_head.weight"])
     assert model.upstream_config["vocab_size"] == 168072
+
+
+def test_audio_accuracy_counts_exactly_the_audio_targets():
+    from vita_core.model.attention import block_causal_mask
+    from vita_core.train.evaluate import audio_accuracy
+
+    model = random_model(small_config(2), seed=8)
+    data = SyntheticPacked(2, 64, seed=3)
+    labels = torch.cat([data[i]["labels"] for i in range(2)])
+    audio = labels[(labels >= 151685) & (labels < 151685 + 16384)]
+    first, second = torch.bincount(audio - 151685).topk(2).indices.tolist()
+    with torch.no_grad():  # every head now answers one of the two commonest codes, by a hidden sign
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[151685 + first, 0] = 1000.0
+        model.lm_head.weight[151685 + second, 0] = -1000.0
+    acc = audio_accuracy(model, data, audio_offset=151685, num_codes=16384)
+    assert acc.packs == 2 and acc.targets == len(audio) > 0 and acc.uniform == 1 / 16384
+    assert acc.majority == float(torch.bincount(audio - 151685).max()) / len(audio)
+    hits = 0
+    with torch.no_grad():
+        for i in range(2):
+            item = data[i]
+            pos = item["position_ids"][None]
+            h = model.backbone(model.embed(item["input_ids"][None]), pos, block_causal_mask(pos))
+            pred = model.logits(h)[0].argmax(-1)
+            nxt = item["labels"][1:]
+            is_audio = (nxt >= 151685) & (item["position_ids"][1:] > 0)
+            hits += int((pred[:-1][is_audio] == nxt[is_audio]).sum())
+    assert hits > 0 and acc.main_acc == hits / len(audio)
+    assert len(acc.mtp_acc) == 2 and all(0 < a < 1 for a in acc.mtp_acc)
