@@ -43,16 +43,19 @@ def train(
 
     Example: vita train --stage 1 --recipe recipes/tiny --init tiny --data packed/tiny --output-dir runs/s1
     """
+    from rich.console import Group
+    from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vita_core.train.stages import load_stage
     from vita_core.train.trainer import train as run
 
     spec = load_stage(recipe, stage).with_overrides(grad_accum=grad_accum)
-    bar = Progress(TextColumn("[bold]stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=False,
-                   disable=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 draws
-    task = bar.add_task("", total=1, stage=stage)
+    drawing = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 draws
+    bar = Progress(TextColumn(f"[bold]stage {stage}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"))
+    task = bar.add_task("", total=1)
+    live = Live(Group(bar), console=console, refresh_per_second=4, transient=False)
 
     def on_event(kind: str, payload: Any) -> None:
         if kind == "start":
@@ -62,24 +65,40 @@ def train(
                           f"process(es), global batch {payload['global_batch']}, steps {payload['start']}->"
                           f"{payload['total']}")
         elif kind == "step":
-            parts = [f"loss {payload.loss:.3f}", f"lr {payload.lr:.2e}"]
-            if payload.main_loss is not None:
-                parts.append(f"main {payload.main_loss:.3f}/{_fmt(payload.main_acc, '.0%')}")
-            parts += [f"m{k} {_fmt(loss, '.2f')}/{_fmt(acc, '.0%')}"
-                      for k, (loss, acc) in enumerate(zip(payload.mtp_loss, payload.mtp_acc))]
-            bar.update(task, completed=payload.step, description=" ".join(parts))
+            main = "" if payload.main_loss is None else f"  main {payload.main_loss:.3f} top-1 {payload.main_acc:.1%}"
+            bar.update(task, completed=payload.step, description=f"loss {payload.loss:.3f}  lr {payload.lr:.2e}{main}")
+            live.update(Group(bar, _module_table(payload)) if payload.mtp_loss else Group(bar))
         elif kind == "saved":
-            bar.console.print(f"saved {payload}")
+            console.print(f"saved {payload}")
 
-    with bar:
+    if drawing:
+        live.start()
+    try:
         result = run(spec, init, data, output_dir, max_steps=max_steps, save_every=save_every, resume=resume,
-                     tokenizer=tokenizer, distributed=distributed, progress=on_event)
+                     tokenizer=tokenizer, distributed=distributed, progress=on_event if drawing else None)
+    finally:
+        if drawing:
+            live.stop()
+            if not console.is_terminal:  # the last frame has no line break when piped
+                console.line()
     if os.environ.get("RANK", "0") != "0":
         return
     console.print(f"done: {result.steps} steps in {result.seconds:.1f} s; model in {result.model_dir}, "
                   f"metrics in {output_dir / 'metrics.jsonl'}")
     if spec.num_mtp and eval_packs:
         _print_audio_accuracy(result.model_dir, data, spec.seq_len, eval_packs)
+
+
+def _module_table(metrics: Any) -> Any:
+    """One row per MCTP module: what it predicts, its loss and top-1 on this step."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for name in ("MCTP", "predicts", "loss", "top-1"):
+        table.add_column(name, justify="right")
+    for k, (loss, acc) in enumerate(zip(metrics.mtp_loss, metrics.mtp_acc)):
+        table.add_row(str(k), f"t+{k + 2}", _fmt(loss, ".3f"), _fmt(acc, ".1%"))
+    return table
 
 
 def _print_audio_accuracy(model_dir: Path, data: Path, seq_len: int, packs: int) -> None:
