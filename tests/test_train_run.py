@@ -108,3 +108,11 @@ def test_deepspeed_config_without_deepspeed_says_how_to_get_it(tmp_path):
                                       "--output-dir", str(tmp_path / "out"), "--distributed",
                                       str(RECIPES / "distributed" / "zero2.json")])
     assert result.exit_code == 1 and "needs DeepSpeed: pip install deepspeed" in result.output
+
+
+def test_data_packed_to_another_length_is_refused(tmp_path, packed):
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(packed),
+                                      "--output-dir", str(tmp_path / "out"), "--max-steps", "1"])
+    assert result.exit_code == 1
+    assert "packed to 256 tokens but the stage recipe says seq_len 8192" in result.output
+    assert "vita pack --seq-len 8192" in result.output

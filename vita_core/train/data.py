@@ -54,7 +54,9 @@ def open_packed(data: str | Path | Dataset, seq_len: int) -> Dataset:
         if not Path(data).is_dir():
             raise InputError(f"--data {data} is not a folder; make one with `vita pack`")
         dataset = PackedDataset(data)
-    found = int(dataset[0]["input_ids"].shape[-1]) if len(dataset) else 0
+    if len(dataset) == 0:
+        raise InputError(f"--data {data} holds no packed sequences; re-run `vita pack` with more input")
+    found = int(dataset[0]["input_ids"].shape[-1])
     if found != seq_len:
         raise InputError(
             f"the data is packed to {found} tokens but the stage recipe says seq_len {seq_len}; "

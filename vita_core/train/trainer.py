@@ -232,6 +232,7 @@ def train(
     if existing and not resume:
         raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
                          "or choose another --output-dir")
+    dataset = open_packed(data, spec.seq_len)
     set_seed(spec.seed)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
     model = init_model(init, spec, default_attention(accelerator.device), vocab_size=_tokenizer_length(side))
@@ -240,7 +241,6 @@ def train(
     set_trainable(model, spec)
     optimizer = torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=spec.adam_betas, eps=spec.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_ratio(s, total, spec))
-    dataset = open_packed(data, spec.seq_len)
     global_batch = spec.micro_batch_size * spec.grad_accum * accelerator.num_processes
     sampler = EpochSampler(len(dataset), global_batch, spec.seed)
     loader = DataLoader(dataset, batch_size=spec.micro_batch_size, sampler=sampler, collate_fn=collate,
