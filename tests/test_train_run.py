@@ -95,11 +95,14 @@ def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir, packed):
     assert len(last["mtp_loss"]) == 10 and all(0 <= a <= 1 for a in last["mtp_acc"])
 
 
-def test_cli_reports_bad_flags_in_one_line(tmp_path):
-    result = CliRunner().invoke(app, ["train", "--stage", "2", "--init", "nowhere", "--data", str(tmp_path),
-                                      "--output-dir", str(tmp_path / "out")])
+def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
+    result = CliRunner().invoke(app, ["train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", "nowhere",
+                                      "--data", str(packed), "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert "--init nowhere is neither a checkpoint folder nor a preset" in result.output
+    assert result.output == "error: --init nowhere is neither a checkpoint folder nor a preset (tiny, 0.5b, 7b, 72b)\n"
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has no manifest.json" in result.output
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")

@@ -59,6 +59,7 @@ def train(
 
     def on_event(kind: str, payload: Any) -> None:
         if kind == "start":
+            live.start()
             bar.update(task, total=payload["total"], completed=payload["start"])
             console.print(f"stage {payload['stage']} ({payload['name']}): {payload['num_mtp']} MCTP modules, "
                           f"{payload['trainable'] / 1e6:.2f}M trainable parameters, {payload['processes']} "
@@ -71,13 +72,11 @@ def train(
         elif kind == "saved":
             console.print(f"saved {payload}")
 
-    if drawing:
-        live.start()
     try:
         result = run(spec, init, data, output_dir, max_steps=max_steps, save_every=save_every, resume=resume,
                      tokenizer=tokenizer, distributed=distributed, progress=on_event if drawing else None)
     finally:
-        if drawing:
+        if live.is_started:
             live.stop()
             if not console.is_terminal:  # the last frame has no line break when piped
                 console.line()
