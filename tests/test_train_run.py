@@ -1,6 +1,9 @@
 """Whole training runs on the tiny recipe: resume equals uninterrupted, stages chain, loss falls."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 import json
 
 import pytest
@@ -119,3 +122,24 @@ def test_data_packed_to_another_length_is_refused(tmp_path, packed):
     assert result.exit_code == 1
     assert "packed to 256 tokens but the stage recipe says seq_len 8192" in result.output
     assert "vita pack --seq-len 8192" in result.output
+
+
+def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tokenizer_dir, packed):
+    """torchrun, two gloo processes x accumulation 1 against one process x accumulation 2."""
+    save_random(tmp_path / "base", 0, seed=9, tokenizer_dir=tokenizer_dir)
+    flags = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "base"),
+             "--data", str(packed), "--max-steps", "3"]
+    one = CliRunner().invoke(app, [*flags, "--grad-accum", "2", "--output-dir", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "PYTHONPATH": str(RECIPES.parent), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vita_cli",
+                          *flags, "--grad-accum", "1", "--output-dir", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 process(es), global batch 2" in " ".join(two.stdout.split())
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert ra["tokens"] == rb["tokens"] and ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+    wa, wb = read_state_dict(tmp_path / "one" / "model"), read_state_dict(tmp_path / "two" / "model")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
