@@ -44,6 +44,7 @@ def test_bad_recipes_are_named(tmp_path):
                                        + "\nlr: 2e-3\nmax_steps: 7\n")
     spec = load_stage(tmp_path / "one.yaml", 2)  # PyYAML reads 2e-3 as a string; it becomes the number
     assert (spec.lr, spec.max_steps, spec.num_mtp, spec.trainable) == (2e-3, 7, 1, "mtp")
+    assert load_stage("tiny", 3) == load_stage(DEFAULT_RECIPE.parent / "tiny", 3)  # a folder of recipes/
     with pytest.raises(InputError, match="describes stage 2, not stage 3"):
         load_stage(tmp_path / "one.yaml", 3)
 

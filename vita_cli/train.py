@@ -24,8 +24,9 @@ def train(
                                        "or a size preset (tiny, 0.5b, 7b, 72b) for random init."),
     data: Path = typer.Option(..., help="Folder written by `vita pack`."),
     output_dir: Path = typer.Option(..., help="Where checkpoints, model/ and metrics.jsonl go."),
-    recipe: Optional[Path] = typer.Option(None, help="Recipe folder with stage{1..4}.yaml, or one stage file "
-                                                      "(default: recipes/stages, the reference's 7B values)."),
+    recipe: Optional[Path] = typer.Option(None, help="Recipe folder with stage{1..4}.yaml, one stage file, or a "
+                                                      "name in recipes/ such as tiny (default: recipes/stages, "
+                                                      "the reference's 7B values)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps (default: the recipe's); "
                                                              "the schedule spans this many."),
     save_every: Optional[int] = typer.Option(None, min=1, help="Write a resumable checkpoint every N steps."),

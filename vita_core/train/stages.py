@@ -89,8 +89,11 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def stage_file(recipe: str | Path | None, stage: int) -> Path:
-    """A recipe is a folder holding stage{N}.yaml, or one stage file."""
+    """A recipe is a folder holding stage{N}.yaml, one stage file, or the name of a folder in
+    recipes/ (`tiny`, `stages`)."""
     path = Path(recipe) if recipe is not None else DEFAULT_RECIPE
+    if not path.exists() and (RECIPES / path).is_dir():
+        path = RECIPES / path
     return path / f"stage{stage}.yaml" if path.is_dir() else path
 
 
