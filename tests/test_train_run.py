@@ -17,7 +17,7 @@ from vita_core.data.pack import pack
 from vita_core.data.recipe import load_recipe
 from vita_core.model.checkpoint import load_model, read_state_dict
 from vita_core.tokens import layout_from_tokenizer, load_tokenizer
-from vita_core.train.setup import mtp_parameter_names
+from vita_core.train.setup import lr_ratio, mtp_parameter_names
 from vita_core.train.stages import RECIPES
 from vita_core.train.trainer import train
 
@@ -43,6 +43,14 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     with pytest.raises(Kill):
         train(spec, tmp_path / "s3", data, tmp_path / "cut", save_every=1, progress=kill_at_2)
     assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint-*")) == ["checkpoint-0000001"]
+    state = torch.load(tmp_path / "cut" / "checkpoint-0000001" / "train_state" / "optimizer.bin", weights_only=False)
+    groups = {g["name"]: (g["initial_lr"], g["lr"], g["weight_decay"]) for g in state["param_groups"]}
+    now = spec.lr * lr_ratio(1, 3, spec)  # the stage-4 groups, one step into the schedule
+    expected = {"backbone": (1e-3, now, 0.1), "backbone_no_decay": (1e-3, now, 0.0),
+                "mtp": (1e-2, 10 * now, 0.1), "mtp_no_decay": (1e-2, 10 * now, 0.0)}
+    assert groups.keys() == expected.keys()
+    for name, values in expected.items():
+        assert groups[name] == pytest.approx(values, rel=1e-12), name
     with pytest.raises(Exception, match="pass --resume"):
         train(spec, tmp_path / "s3", data, tmp_path / "cut")
     resumed = train(spec, tmp_path / "s3", data, tmp_path / "cut", save_every=1, resume=True)
