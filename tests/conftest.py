@@ -3,6 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from threads, and OpenMP spin-waits badly on a busy 2-core machine.
+torch.set_num_threads(1)
 
 from vita_core.tiny import build_tokenizer
 from vita_core.tokens import load_tokenizer

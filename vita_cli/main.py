@@ -21,3 +21,4 @@ from vita_cli import pack, prepare  # noqa: E402,F401  (registers `vita pack` an
 from vita_cli.eval import app as eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
+from vita_cli import train  # noqa: E402,F401  (registers `vita train`)

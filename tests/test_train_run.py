@@ -1,0 +1,153 @@
+"""Whole training runs on the tiny recipe: resume equals uninterrupted, stages chain, loss falls."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from datakit import make_tiny_prepared
+from trainkit import SyntheticPacked, save_random, tiny_spec
+from vita_cli.main import app
+from vita_core.data.pack import pack
+from vita_core.data.recipe import load_recipe
+from vita_core.model.checkpoint import load_model, read_state_dict
+from vita_core.tokens import layout_from_tokenizer, load_tokenizer
+from vita_core.train.setup import lr_ratio, mtp_parameter_names
+from vita_core.train.stages import RECIPES
+from vita_core.train.trainer import train
+
+
+def rows(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+class Kill(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    save_random(tmp_path / "s3", 2, seed=5)
+    data = SyntheticPacked(4, 64, seed=1)  # 2 steps per epoch: the resumed run crosses an epoch
+    spec = tiny_spec(4, num_mtp=2, grad_accum=2, max_steps=3)
+    full = train(spec, tmp_path / "s3", data, tmp_path / "full")
+
+    def kill_at_2(kind, payload):
+        if kind == "step" and payload.step == 2:
+            raise Kill  # after step 2's update, before its checkpoint
+
+    with pytest.raises(Kill):
+        train(spec, tmp_path / "s3", data, tmp_path / "cut", save_every=1, progress=kill_at_2)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint-*")) == ["checkpoint-0000001"]
+    state = torch.load(tmp_path / "cut" / "checkpoint-0000001" / "train_state" / "optimizer.bin", weights_only=False)
+    groups = {g["name"]: (g["initial_lr"], g["lr"], g["weight_decay"]) for g in state["param_groups"]}
+    now = spec.lr * lr_ratio(1, 3, spec)  # the stage-4 groups, one step into the schedule
+    expected = {"backbone": (1e-3, now, 0.1), "backbone_no_decay": (1e-3, now, 0.0),
+                "mtp": (1e-2, 10 * now, 0.1), "mtp_no_decay": (1e-2, 10 * now, 0.0)}
+    assert groups.keys() == expected.keys()
+    for name, values in expected.items():
+        assert groups[name] == pytest.approx(values, rel=1e-12), name
+    with pytest.raises(Exception, match="pass --resume"):
+        train(spec, tmp_path / "s3", data, tmp_path / "cut")
+    resumed = train(spec, tmp_path / "s3", data, tmp_path / "cut", save_every=1, resume=True)
+    assert [m.step for m in resumed.history] == [2, 3]
+    a, b = read_state_dict(full.model_dir), read_state_dict(resumed.model_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert rows(tmp_path / "full") == rows(tmp_path / "cut")  # the killed step 2 row was replaced
+    assert [r["step"] for r in rows(tmp_path / "cut")] == [1, 2, 3]
+    with pytest.raises(Exception, match="different recipe"):
+        train(spec.with_overrides(lr=1e-4), tmp_path / "s3", data, tmp_path / "cut", resume=True)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tokenizer):
+    """The tiny corpus through the real `prepare` and `pack` (recipes/data/tiny.yaml, 256 tokens)."""
+    root = make_tiny_prepared(tmp_path_factory.mktemp("tiny"), tokenizer)
+    pack(load_recipe(RECIPES / "data" / "tiny.yaml", root), root / "packed")
+    return root / "packed"
+
+
+def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir, packed):
+    """recipes/tiny end to end through `vita train`, shortened: every checkpoint loads in the next."""
+    save_random(tmp_path / "base", 0, seed=6, tokenizer_dir=tokenizer_dir)
+    init = tmp_path / "base"
+    for stage, steps in ((1, 8), (2, 1), (3, 1), (4, 1)):
+        out = tmp_path / f"stage{stage}"
+        result = CliRunner().invoke(app, [
+            "train", "--stage", str(stage), "--recipe", str(RECIPES / "tiny"), "--init", str(init),
+            "--data", str(packed), "--output-dir", str(out), "--max-steps", str(steps), "--eval-packs", "1"])
+        assert result.exit_code == 0, result.output
+        model = load_model(out / "model")  # exact keys, or CheckpointError
+        assert model.num_mtp == [0, 1, 10, 10][stage - 1] and model.num_backbone_layers == 2
+        for f in tokenizer_dir.iterdir():  # the tokenizer travels with the weights
+            assert (out / "model" / f.name).read_bytes() == f.read_bytes()
+        if stage > 1:  # (tokens.py reads <|endoftext|> as missing under a plain-qwen2 config.json)
+            assert layout_from_tokenizer(load_tokenizer(out / "model")).audio_offset == 151685
+            assert f"MCTP {model.num_mtp - 1}" in result.output and "audio targets" in result.output
+        config = json.loads((out / "model" / "config.json").read_text())
+        assert config["model_type"] == ("qwen2" if stage == 1 else "qwen2_mtp")
+        if stage in (2, 3):  # only the MCTP parameters moved
+            before, after = read_state_dict(init), read_state_dict(out / "model")
+            mtp = mtp_parameter_names(model)
+            assert len(mtp - set(before)) == (15 if stage == 2 else 9 * 15)  # the new modules
+            for key in before:
+                assert torch.equal(before[key], after[key]) == (key not in mtp), key
+        if stage == 1:
+            losses = [r["main_loss"] for r in rows(out)]
+            assert len(losses) == 8 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+        init = out / "model"
+    last = rows(tmp_path / "stage4")[-1]
+    assert len(last["mtp_loss"]) == 10 and all(0 <= a <= 1 for a in last["mtp_acc"])
+
+
+def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
+    result = CliRunner().invoke(app, ["train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", "nowhere",
+                                      "--data", str(packed), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output == "error: --init nowhere is neither a checkpoint folder nor a preset (tiny, 0.5b, 7b, 72b)\n"
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has no manifest.json" in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")
+def test_deepspeed_config_without_deepspeed_says_how_to_get_it(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
+                                      "--output-dir", str(tmp_path / "out"), "--distributed",
+                                      str(RECIPES / "distributed" / "zero2.json")])
+    assert result.exit_code == 1 and "needs DeepSpeed: pip install deepspeed" in result.output
+
+
+def test_data_packed_to_another_length_is_refused(tmp_path, packed):
+    result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(packed),
+                                      "--output-dir", str(tmp_path / "out"), "--max-steps", "1"])
+    assert result.exit_code == 1
+    assert "packed to 256 tokens but the stage recipe says seq_len 8192" in result.output
+    assert "vita pack --seq-len 8192" in result.output
+
+
+def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tokenizer_dir, packed):
+    """torchrun, two gloo processes x accumulation 1 against one process x accumulation 2."""
+    save_random(tmp_path / "base", 0, seed=9, tokenizer_dir=tokenizer_dir)
+    flags = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "base"),
+             "--data", str(packed), "--max-steps", "3"]
+    one = CliRunner().invoke(app, [*flags, "--grad-accum", "2", "--output-dir", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "PYTHONPATH": str(RECIPES.parent), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vita_cli",
+                          *flags, "--grad-accum", "1", "--output-dir", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 process(es), global batch 2" in " ".join(two.stdout.split())
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert ra["tokens"] == rb["tokens"] and ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+    wa, wb = read_state_dict(tmp_path / "one" / "model"), read_state_dict(tmp_path / "two" / "model")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5

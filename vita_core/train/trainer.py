@@ -1,0 +1,300 @@
+"""The training loop on Hugging Face Accelerate: one process, DDP, FSDP or DeepSpeed, as launched.
+
+`train()` builds the stage's model, optimizer and schedule, reads packed shards in a fixed
+order, and writes checkpoints in the released format. A checkpoint folder is the released
+layout (config.json, safetensors, tokenizer files) plus `train_state/` (Accelerate's optimizer,
+scheduler and RNG state) and `trainer.json`; `resume=True` continues from the newest one to the
+result an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vita_core.errors import InputError
+from vita_core.model.checkpoint import default_attention, save_model
+from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
+from vita_core.train.data import EpochSampler, collate, open_packed
+from vita_core.train.setup import init_model, lr_ratio, param_groups, set_trainable
+from vita_core.train.stages import StageSpec
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass
+class StepMetrics:
+    """One optimizer step, aggregated over micro-batches and processes (losses token-weighted)."""
+
+    step: int
+    lr: float
+    loss: float
+    grad_norm: float
+    main_loss: float | None
+    main_acc: float | None
+    mtp_loss: list[float | None] = field(default_factory=list)
+    mtp_acc: list[float | None] = field(default_factory=list)
+    tokens: int = 0
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    history: list[StepMetrics]
+    seconds: float
+
+
+class _Tally:
+    """Sums of one optimizer step's micro-batches, reduced across processes in one call."""
+
+    def __init__(self, num_mtp: int) -> None:
+        self.num_mtp = num_mtp
+        self.sums: torch.Tensor | None = None
+
+    def add(self, out: LossOutput) -> None:
+        values = [torch.ones((), dtype=torch.float64), out.loss.detach().double().cpu()]
+        main = out.main_loss.detach().double().cpu() * out.main_count if out.main_loss is not None else 0.0
+        values += [torch.as_tensor(main, dtype=torch.float64), torch.tensor(float(out.main_count)),
+                   torch.tensor(float(out.main_correct))]
+        for k in range(self.num_mtp):
+            values += [out.mtp_losses[k].detach().double().cpu() * out.mtp_counts[k],
+                       torch.tensor(float(out.mtp_counts[k])), torch.tensor(float(out.mtp_correct[k]))]
+        row = torch.stack([v.double() for v in values])
+        self.sums = row if self.sums is None else self.sums + row
+
+    def finish(self, accelerator: Any, step: int, lr: float, grad_norm: float, detached: bool) -> StepMetrics:
+        sums = accelerator.reduce(self.sums.to(accelerator.device), reduction="sum").cpu().tolist()
+        self.sums = None
+        ratio = lambda a, b: a / b if b else None  # noqa: E731
+        metrics = StepMetrics(step=step, lr=lr, loss=sums[1] / sums[0], grad_norm=grad_norm,
+                              main_loss=None if detached else ratio(sums[2], sums[3]),
+                              main_acc=None if detached else ratio(sums[4], sums[3]), tokens=int(sums[3]))
+        for k in range(self.num_mtp):
+            ce, n, correct = sums[5 + 3 * k: 8 + 3 * k]
+            metrics.mtp_loss.append(ratio(ce, n))
+            metrics.mtp_acc.append(ratio(correct, n))
+        return metrics
+
+
+def make_accelerator(spec: StageSpec, distributed: str | Path | None = None) -> Any:
+    """bf16 autocast on CUDA, fp32 on CPU; a DeepSpeed JSON or FSDP YAML from recipes/distributed."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+
+    kwargs: dict[str, Any] = {}
+    if distributed is not None:
+        path = Path(distributed)
+        if not path.is_file():
+            raise InputError(f"--distributed {path} does not exist; see recipes/distributed/")
+        if path.suffix == ".json":
+            if importlib.util.find_spec("deepspeed") is None:
+                raise InputError(f"--distributed {path} needs DeepSpeed: pip install deepspeed (or use "
+                                 "recipes/distributed/fsdp.yaml)")
+            kwargs["deepspeed_plugin"] = DeepSpeedPlugin(
+                hf_ds_config=str(path), gradient_accumulation_steps=spec.grad_accum,
+                gradient_clipping=spec.max_grad_norm)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(**(yaml.safe_load(path.read_text()) or {}))
+        else:
+            raise InputError(f"--distributed {path}: expected a DeepSpeed .json or an FSDP .yaml")
+    cuda = torch.cuda.is_available()
+    return Accelerator(gradient_accumulation_steps=spec.grad_accum, mixed_precision="bf16" if cuda else "no",
+                       cpu=not cuda, step_scheduler_with_optimizer=False, **kwargs)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a partial save never carries the final name)."""
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def _side_files(folder: Path | None) -> list[Path]:
+    """Tokenizer and generation files that travel with the weights."""
+    if folder is None or not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir()
+            if p.is_file() and p.name != "config.json" and not p.name.startswith(("model", ".", "trainer"))]
+
+
+def _tokenizer_length(side_files: list[Path]) -> int | None:
+    """Length of the tokenizer that ships with the checkpoints (None when there is none)."""
+    names = {p.name for p in side_files}
+    if not names & {"tokenizer.json", "vocab.json"}:
+        return None
+    from vita_core.tokens import load_tokenizer
+
+    return len(load_tokenizer(side_files[0].parent))
+
+
+def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
+          trainer_state: dict[str, Any] | None) -> None:
+    """Released-format weights (+ resumable state), staged beside `folder` and renamed into place."""
+    staging = folder.with_name(f".{folder.name}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        with torch.device("meta"):
+            shell = VitaAudioForCausalLM(unwrapped.config)
+        shell.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True, strict=False)
+        if unwrapped.config.tie_word_embeddings:
+            shell.lm_head.weight = shell.model.embed_tokens.weight
+        shell.upstream_config = getattr(unwrapped, "upstream_config", {})
+        save_model(shell, staging)
+        for f in side_files:
+            shutil.copy2(f, staging / f.name)
+    accelerator.wait_for_everyone()
+    if trainer_state is not None:
+        accelerator.save_state(str(staging / "train_state"))
+        if accelerator.is_main_process:
+            (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.rename(folder, old)
+        os.rename(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _rewrite_log(log: Path, upto: int) -> None:
+    """Keep the JSONL rows of steps <= upto (what the resumed checkpoint had done), atomically."""
+    if not log.is_file():
+        return
+    rows = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= upto]
+    tmp = log.with_name(log.name + ".tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, log)
+
+
+def _restore(accelerator: Any, checkpoint: Path, identity: dict[str, Any], log: Path) -> int:
+    """Load a checkpoint's optimizer, scheduler, RNG and weights; return the step it was taken at."""
+    saved = json.loads((checkpoint / "trainer.json").read_text())
+    if {k: saved.get(k) for k in identity} != json.loads(json.dumps(identity)):
+        raise InputError(f"{checkpoint} was written by a different recipe, step count or global batch; "
+                         "resume with the same flags, or choose another --output-dir")
+    accelerator.load_state(str(checkpoint / "train_state"))
+    if accelerator.is_main_process:
+        _rewrite_log(log, int(saved["step"]))
+    accelerator.wait_for_everyone()
+    return int(saved["step"])
+
+
+def _fresh(accelerator: Any, output_dir: Path, log: Path) -> int:
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    return 0
+
+
+def train(
+    spec: StageSpec,
+    init: str | Path,
+    data: str | Path | Dataset,
+    output_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    save_every: int | None = None,
+    resume: bool = False,
+    tokenizer: str | Path | None = None,
+    distributed: str | Path | None = None,
+    progress: Callable[[str, Any], None] | None = None,
+) -> TrainResult:
+    """Run one stage. `progress(kind, payload)` gets ("start", info), ("step", StepMetrics) and
+    ("saved", path) on the main process; metrics also go to output_dir/metrics.jsonl."""
+    from accelerate.utils import set_seed
+
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    total = int(max_steps or spec.max_steps)
+    if total <= 0 or (save_every is not None and save_every <= 0):
+        raise InputError("--max-steps and --save-every must be positive")
+    accelerator = make_accelerator(spec, distributed)
+    report = progress if (progress is not None and accelerator.is_main_process) else (lambda kind, payload: None)
+    existing = checkpoints(output_dir) if output_dir.is_dir() else []
+    if existing and not resume:
+        raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
+                         "or choose another --output-dir")
+    dataset = open_packed(data, spec.seq_len)
+    set_seed(spec.seed)
+    side = _side_files(Path(tokenizer) if tokenizer else Path(init))
+    model = init_model(init, spec, default_attention(accelerator.device), vocab_size=_tokenizer_length(side))
+    if spec.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    set_trainable(model, spec)
+    optimizer = torch.optim.AdamW(param_groups(model, spec), lr=spec.lr, betas=spec.adam_betas, eps=spec.adam_eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_ratio(s, total, spec))
+    global_batch = spec.micro_batch_size * spec.grad_accum * accelerator.num_processes
+    sampler = EpochSampler(len(dataset), global_batch, spec.seed)
+    loader = DataLoader(dataset, batch_size=spec.micro_batch_size, sampler=sampler, collate_fn=collate,
+                        drop_last=True)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    identity = {"stage": spec.stage, "spec": asdict(spec), "total_steps": total, "global_batch": global_batch}
+
+    log = output_dir / "metrics.jsonl"
+    step = _restore(accelerator, existing[-1], identity, log) if existing else _fresh(accelerator, output_dir, log)
+
+    save_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    unwrapped = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    tally = _Tally(unwrapped.num_mtp)
+    steps_per_epoch = len(sampler) // global_batch
+    report("start", {"stage": spec.stage, "name": spec.name, "total": total, "start": step,
+                     "num_mtp": unwrapped.num_mtp, "processes": accelerator.num_processes,
+                     "global_batch": global_batch, "trainable": sum(p.numel() for p in trainable)})
+    history: list[StepMetrics] = []
+    model.train()
+    while step < total:
+        epoch = step // steps_per_epoch
+        skip = (step - epoch * steps_per_epoch) * spec.grad_accum
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        batches.set_epoch(epoch)  # Accelerate's loader passes its epoch to the sampler on each pass
+        grad_norm = 0.0
+        for batch in batches:
+            with accelerator.accumulate(model):
+                out = model(**batch, detach_backbone=spec.detach_backbone)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(trainable, spec.max_grad_norm)
+                    grad_norm = float("nan") if norm is None else float(norm)  # DeepSpeed may not say
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            tally.add(out)
+            if not accelerator.sync_gradients:
+                continue
+            lr = spec.lr * lr_ratio(step, total, spec)
+            scheduler.step()
+            step += 1
+            metrics = tally.finish(accelerator, step, lr, grad_norm, spec.detach_backbone)
+            history.append(metrics)
+            if accelerator.is_main_process:
+                with log.open("a") as fh:
+                    fh.write(json.dumps(asdict(metrics)) + "\n")
+            report("step", metrics)
+            if save_every and step % save_every == 0 and step < total:
+                folder = output_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
+                _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step})
+                report("saved", folder)
+            if step >= total:
+                break
+    final = output_dir / "model"
+    _save(accelerator, model, final, side, save_dtype, None)
+    report("saved", final)
+    return TrainResult(model_dir=final, steps=step, history=history, seconds=time.perf_counter() - started)
