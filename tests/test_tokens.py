@@ -1,5 +1,7 @@
 """Token layout: the ids of the released checkpoints, computed from the tokenizer."""
 
+import re
+
 import pytest
 
 from vita_core.errors import CheckpointError, InputError
@@ -43,3 +45,13 @@ def test_chat_template_with_generation_prompt(tokenizer):
     boa = ids.index(lay.begin_of_audio)
     assert ids[boa : boa + 4] == [lay.begin_of_audio, lay.audio_offset, lay.audio_offset + 7, lay.end_of_audio]
     assert chat.decode_text(ids) == "user\nConvert the speech to text.\n\nassistant\n"
+
+
+def test_a_tokenizer_without_audio_tokens_is_refused(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "<|endoftext|>": 1}, unk_token="<|endoftext|>")))
+    plain.unk_token = "<|endoftext|>"
+    with pytest.raises(CheckpointError, match=re.escape("has no <|im_start|> token")):
+        layout_from_tokenizer(plain)

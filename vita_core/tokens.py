@@ -135,7 +135,8 @@ class TokenLayout:
 
 def _id(tokenizer: Any, token: str) -> int | None:
     tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or tid == tokenizer.unk_token_id:
+    # an unknown token maps to the unk id, which in Qwen's tokenizer is <|endoftext|> itself
+    if tid is None or tokenizer.convert_ids_to_tokens(int(tid)) != token:
         return None
     return int(tid)
 
