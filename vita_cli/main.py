@@ -19,3 +19,4 @@ def main() -> None:
 from vita_cli import bench  # noqa: E402,F401  (registers commands on `app`)
 from vita_cli import tts  # noqa: E402,F401
 from vita_cli import asr  # noqa: E402,F401
+from vita_cli import chat  # noqa: E402,F401

@@ -98,6 +98,7 @@ def tts(
         from vita_core.chat.devices import SoundDeviceOutput
 
         speaker = SoundDeviceOutput(rate, output_device)
+        speaker.begin()
     if batch is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results = []

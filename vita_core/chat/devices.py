@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vita_core.errors import AudioError, InputError
+from vita_core.errors import AudioError
 from vita_core.speech import read_audio
 
 INPUT_RATE = 16000
@@ -68,6 +68,10 @@ class FileInput:
         """Frames heard while an answer plays: a script waits for the answer, so none."""
         return None
 
+    @property
+    def ended(self) -> bool:
+        return self._pos >= len(self._wav)
+
     def close(self) -> None:
         self._pos = len(self._wav)
 
@@ -99,6 +103,8 @@ class SoundDeviceInput:
             return self._queue.get_nowait()
         except queue.Empty:
             return None
+
+    ended = False
 
     def close(self) -> None:
         self._stream.stop()
@@ -153,8 +159,13 @@ class FileOutput(_Lag):
             self._play_end = now
         self.expecting = False
 
+    playing = False
+
     def drain(self) -> None:
         """A file plays instantly."""
+
+    def idle(self) -> None:
+        """Nothing to stop between answers."""
 
     def take(self) -> np.ndarray:
         """The audio of the answer so far, and start a new one."""
@@ -179,7 +190,6 @@ class SoundDeviceOutput(_Lag):
         try:
             self._stream = sd.OutputStream(samplerate=sample_rate, channels=1, dtype="float32",
                                            device=_device(device), callback=self._callback)
-            self._stream.start()
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
             raise AudioError(f"cannot open output device {device!r}: {exc}; see vita chat --list-devices") from None
 
@@ -200,7 +210,8 @@ class SoundDeviceOutput(_Lag):
                 self.first_sound = time.perf_counter()
             if filled < frames and self.expecting and self.first_sound is not None:
                 self.underrun_seconds += (frames - filled) / self.sample_rate
-        self._played.append(out[:filled])
+        if filled:
+            self._played.append(out[:filled])
         outdata[:, 0] = out
 
     def write(self, pcm: np.ndarray) -> None:
@@ -208,16 +219,33 @@ class SoundDeviceOutput(_Lag):
             with self._lock:
                 self._buffer.append(np.asarray(pcm, dtype=np.float32))
 
+    def begin(self) -> None:
+        """An answer starts: reset the accounts and run the stream (it sleeps between answers)."""
+        with self._lock:
+            super().begin()
+        if not self._stream.active:
+            self._stream.start()
+
+    def idle(self) -> None:
+        """The answer is over: let the last buffers play out and stop pulling."""
+        if self._stream.active:
+            self._stream.stop()
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._buffer)
+
     def stop(self) -> None:
         with self._lock:
             self._buffer.clear()
             self.expecting = False
 
     def drain(self, timeout: float = 600.0) -> None:
-        """Block until everything queued has been played."""
+        """Block until everything queued has been played, then stop the stream."""
         deadline = time.monotonic() + timeout
         while self._buffer and time.monotonic() < deadline:
             time.sleep(0.01)
+        self.idle()
 
     def take(self) -> np.ndarray:
         out = np.concatenate(self._played) if self._played else np.zeros(0, dtype=np.float32)
@@ -225,13 +253,6 @@ class SoundDeviceOutput(_Lag):
         return out
 
     def close(self) -> None:
-        self._stream.stop()
+        self.idle()
         self._stream.close()
 
-
-def open_input(input_wav: str | Path | None, device: str | int | None) -> FileInput | SoundDeviceInput:
-    if input_wav is not None:
-        if device is not None:
-            raise InputError("use either --input-wav or --input-device, not both")
-        return FileInput(input_wav)
-    return SoundDeviceInput(device)
