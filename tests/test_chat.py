@@ -156,6 +156,7 @@ pcm.micfile {{ type file; slave.pcm "null"; file "/dev/null"; infile "{mic}"; fo
 pcm.fakemic {{ type plug; slave {{ pcm "micfile"; format S16_LE; rate 16000; channels 1 }} }}
 pcm.spkfile {{ type file; slave.pcm "null"; file "{spk}"; format "raw" }}
 pcm.fakespk {{ type plug; slave {{ pcm "spkfile"; format S16_LE; rate 22050; channels 1 }} }}
+pcm.!default {{ type asym; playback.pcm "fakespk"; capture.pcm "fakemic" }}
 """
 
 RUN_WITH_FAKE_CODEC = textwrap.dedent("""
@@ -195,3 +196,16 @@ def test_real_sounddevice_path_through_alsa_file_devices(tmp_path, tiny_checkpoi
     loud = played[np.abs(played) > 0.01]
     assert loud.size > 0.5 * turn["answer_codes"] * speech_fakes.SAMPLES_PER_CODE  # the answer reached the speaker
     assert np.abs(played).max() == pytest.approx(0.3, abs=0.01)  # the fake decoder's sine amplitude
+
+    spk2 = tmp_path / "spk2.raw"
+    (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(mic=mic, spk=spk2))
+    tts = subprocess.run([sys.executable, str(script), "tts", "Play this.", "--play", "--json", "--model",
+                          str(tiny_checkpoint_f32), "--decoder-dir", str(tmp_path), "--device", "cpu",
+                          "--max-new-tokens", "24"], env=env, capture_output=True, text=True, timeout=120)
+    assert tts.returncode == 0, tts.stderr
+    meta = json.loads(tts.stdout)
+    samples = meta["samples"]
+    assert samples == meta["num_codes"] * speech_fakes.SAMPLES_PER_CODE > 0
+    played = np.fromfile(spk2, dtype="<i2").astype(np.float32) / 32767
+    start = int(np.argmax(np.abs(played) > 0))
+    assert np.count_nonzero(played[start:]) >= 0.95 * samples  # all of it reached the default speaker
