@@ -12,13 +12,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from vita_core.errors import AudioError, CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from vita_core.codec.base import SpeechDecoder, SpeechEncoder
+    from vita_core.generate import Engine, Sampling
+    from vita_core.model.modeling import VitaAudioForCausalLM
+    from vita_core.schedule import Layout, Mode
+    from vita_core.tokens import ChatFormat, TokenLayout
 
 ENV = {"model": "VITA_MODEL", "audio_tokenizer": "VITA_AUDIO_TOKENIZER", "audio_decoder": "VITA_AUDIO_DECODER"}
 FLAGS = {"model": "--model", "audio_tokenizer": "--tokenizer-dir", "audio_decoder": "--decoder-dir"}
@@ -127,25 +134,25 @@ class SpeechModel:
     """Everything a speech command needs, loaded once and shared."""
 
     folder: Path
-    model: Any
-    tokenizer: Any
-    tokens: Any  # TokenLayout
-    chat: Any  # ChatFormat
-    engine: Any  # Engine
-    mode: Any  # schedule.Mode
+    model: VitaAudioForCausalLM
+    tokenizer: Any  # a transformers tokenizer
+    tokens: TokenLayout
+    chat: ChatFormat
+    engine: Engine
+    mode: Mode
     ratio: list[int]  # the checkpoint's content layout
-    sampling: Any  # generate.Sampling: the checkpoint's defaults
-    encoder: Any | None
-    decoder: Any | None
+    sampling: Sampling  # the checkpoint's defaults
+    encoder: SpeechEncoder | None
+    decoder: SpeechDecoder | None
     device: str
 
-    def answer_layout(self) -> Any:
+    def answer_layout(self) -> Layout:
         """Interleaved text + audio, as the checkpoint was trained."""
         from vita_core.schedule import Layout
 
         return Layout(self.ratio)
 
-    def text_layout(self) -> Any:
+    def text_layout(self) -> Layout:
         from vita_core.schedule import Layout
 
         return Layout(None, text_only=True)
@@ -157,7 +164,7 @@ class SpeechModel:
         return [int(c) for c in self.encoder.encode(wav, sample_rate)]
 
 
-def checkpoint_defaults(gen: dict[str, Any], num_mtp: int) -> tuple[list[int], list[int] | None, Any]:
+def checkpoint_defaults(gen: dict[str, Any], num_mtp: int) -> tuple[list[int], list[int] | None, Sampling]:
     """(content ratio, default mode pattern or None for vanilla, default Sampling) of a checkpoint."""
     from vita_core.generate import Sampling
     from vita_core.schedule import BOOST_RATIO, parse_ratio
