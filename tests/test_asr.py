@@ -72,6 +72,17 @@ def test_every_format_for_every_file(speech, codec_dirs, recordings, tiny_checkp
         assert (out / f"{stem}.tsv").read_text().splitlines()[1].split("\t")[:2] == ["0", str(int(seconds * 1000))]
 
 
+def test_stdin_recording(speech, codec_dirs, recordings, tiny_checkpoint_f32, tmp_path):
+    out = tmp_path / "out"
+    data = (recordings / "one.wav").read_bytes()
+    r = runner.invoke(app, ["asr", "-", "-f", "json", "-o", str(out), "--model", str(tiny_checkpoint_f32),
+                            "--tokenizer-dir", str(codec_dirs[0]), "--device", "cpu", "--max-new-tokens", "12"],
+                      input=data)
+    assert r.exit_code == 0, r.output
+    expected = transcribe(speech, read_audio(recordings / "one.wav", 16000), 16000, max_new_tokens=12)
+    assert json.loads((out / "stdin.json").read_text())["text"] == expected.text
+
+
 def test_render_formats_exactly():
     t = Transcript(audio="a.wav", text="hello world", duration=3723.5, num_codes=1, tokens=3, seconds=0.1)
     assert render(t, "srt") == "1\n00:00:00,000 --> 01:02:03,500\nhello world\n\n"
@@ -102,6 +113,7 @@ def test_a_bad_file_fails_the_run_but_not_the_others(codec_dirs, recordings, tin
     (["rec/sub/two.flac", "copy/two.wav"], "several inputs are named two"),
     (["rec/one.wav", "--tokenizer-dir", "nowhere"], "--tokenizer-dir points at nowhere, which is not a folder"),
     (["rec/one.wav"], "no audio tokenizer folder given: pass --tokenizer-dir DIR, set VITA_AUDIO_TOKENIZER"),
+    (["rec/one.wav", "-"], "- (stdin) must be the only input"),
 ])
 def test_user_errors(codec_dirs, recordings, tiny_checkpoint_f32, monkeypatch, args, message):
     monkeypatch.chdir(recordings.parent)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,7 +17,8 @@ from vita_cli.main import app
 @app.command()
 @handle_errors
 def asr(
-    inputs: List[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or globs."),
+    inputs: List[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or globs; "
+                                                 "- reads one recording from stdin (outputs named stdin.*)."),
     output_format: str = typer.Option("all", "--output-format", "-f",
                                       help="txt, json, srt, vtt, tsv, a comma-separated list, or all."),
     output_dir: Path = typer.Option(Path("."), "--output-dir", "-o", help="Folder for the transcripts (created)."),
@@ -31,14 +34,26 @@ def asr(
 
     Example: vita asr recordings/ "*.flac" --output-format srt --output-dir subs/
     """
-    from vita_core.asr import collect_inputs, output_stems, parse_formats, transcribe_files
-    from vita_core.speech import load_speech_model
+    from vita_core.asr import collect_inputs, output_stems, parse_formats, transcribe, transcribe_files, write_outputs
+    from vita_core.errors import InputError
+    from vita_core.speech import load_speech_model, read_audio
 
     formats = parse_formats(output_format)
-    files = collect_inputs(inputs)
+    from_stdin = inputs == ["-"]
+    if "-" in inputs and not from_stdin:
+        raise InputError("- (stdin) must be the only input")
+    files = [] if from_stdin else collect_inputs(inputs)
     output_stems(files)
     speech = load_speech_model(model, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype,
                                need_encoder=True, progress=opt.progress(quiet))
+    if from_stdin:
+        rate = int(speech.encoder.sample_rate)
+        wav = read_audio(io.BytesIO(sys.stdin.buffer.read()), rate, name="stdin")
+        transcript = transcribe(speech, wav, rate, name="stdin", max_new_tokens=max_new_tokens)
+        write_outputs(transcript, "stdin", output_dir, formats)
+        if not quiet:
+            console.print(transcript.text, highlight=False, soft_wrap=True)
+        return
 
     def on_result(path, transcript, error):  # type: ignore[no-untyped-def]
         if error is not None:

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -108,18 +108,20 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return DTYPES[dtype]
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Any soundfile-readable file -> float32 mono at `sample_rate`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
+def read_audio(path: str | Path | BinaryIO, sample_rate: int, name: str | None = None) -> np.ndarray:
+    """A soundfile-readable file (or open binary stream, e.g. stdin) -> float32 mono at `sample_rate`."""
+    if isinstance(path, (str, Path)):
+        name = name or str(path)
+        if not Path(path).is_file():
+            raise AudioError(f"audio file {path} does not exist")
+        path = str(path)
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        wav, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
-        raise AudioError(f"cannot read {path} as audio ({exc}); use wav, flac or ogg") from None
+        raise AudioError(f"cannot read {name} as audio ({exc}); use wav, flac or ogg") from None
     wav = wav.mean(axis=1)
     if wav.size == 0:
-        raise AudioError(f"{path} holds no audio samples")
+        raise AudioError(f"{name} holds no audio samples")
     return resample(wav, sr, sample_rate)
 
 
