@@ -193,7 +193,7 @@ class SoundDeviceOutput(_Lag):
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
             raise AudioError(f"cannot open output device {device!r}: {exc}; see vita chat --list-devices") from None
 
-    def _callback(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+    def _callback(self, outdata: np.ndarray, frames: int, when: Any, _status: Any) -> None:
         out = np.zeros(frames, dtype=np.float32)
         filled = 0
         with self._lock:
@@ -206,8 +206,8 @@ class SoundDeviceOutput(_Lag):
                     self._buffer.popleft()
                 else:
                     self._buffer[0] = chunk[n:]
-            if filled and self.first_sound is None:
-                self.first_sound = time.perf_counter()
+            if filled and self.first_sound is None:  # this buffer reaches the DAC after the device's latency
+                self.first_sound = time.perf_counter() + max(0.0, when.outputBufferDacTime - when.currentTime)
             if filled < frames and self.expecting and self.first_sound is not None:
                 self.underrun_seconds += (frames - filled) / self.sample_rate
         if filled:
