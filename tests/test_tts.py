@@ -110,16 +110,16 @@ def test_voice_prompt_goes_into_a_system_turn(speech, codec_dirs, base_args, tmp
 
 def test_folders_come_from_env_then_config_file(monkeypatch, tmp_path, codec_dirs, tiny_checkpoint_f32):
     with pytest.raises(InputError, match="no model folder given: pass --model DIR, set VITA_MODEL"):
-        resolve_folder("model", None, required=True)
+        resolve_folder("model", None)
     cfg = tmp_path / "config" / "vita"
     cfg.mkdir(parents=True)
     (cfg / "config.toml").write_text(f'model = "{tiny_checkpoint_f32}"\naudio_decoder = "{tmp_path / "nowhere"}"\n')
-    assert resolve_folder("model", None, required=True) == tiny_checkpoint_f32
+    assert resolve_folder("model", None) == tiny_checkpoint_f32
     with pytest.raises(CheckpointError, match="audio_decoder in .*config.toml points at .*nowhere, which is not a"):
-        resolve_folder("audio_decoder", None, required=True)
+        resolve_folder("audio_decoder", None)
     monkeypatch.setenv("VITA_MODEL", str(codec_dirs[0]))
-    assert resolve_folder("model", None, required=True) == codec_dirs[0]
-    assert resolve_folder("model", tiny_checkpoint_f32, required=True) == tiny_checkpoint_f32
+    assert resolve_folder("model", None) == codec_dirs[0]
+    assert resolve_folder("model", tiny_checkpoint_f32) == tiny_checkpoint_f32
 
 
 @pytest.mark.parametrize("extra, message", [

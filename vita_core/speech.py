@@ -66,7 +66,7 @@ def read_user_config(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def resolve_folder(key: str, given: str | Path | None, required: bool) -> Path | None:
+def resolve_folder(key: str, given: str | Path | None) -> Path:
     """Explicit flag, then environment variable, then config file; checked to be a folder."""
     source = FLAGS[key]
     value: Any = given
@@ -77,10 +77,8 @@ def resolve_folder(key: str, given: str | Path | None, required: bool) -> Path |
         if cfg.get(key):
             value, source = cfg[key], f"{key} in {config_file()}"
     if value is None:
-        if required:
-            raise InputError(f"no {key.replace('_', ' ')} folder given: pass {FLAGS[key]} DIR, set {ENV[key]}, "
-                             f"or add {key} = \"DIR\" to ~/.config/vita/config.toml ({WHAT[key]})")
-        return None
+        raise InputError(f"no {key.replace('_', ' ')} folder given: pass {FLAGS[key]} DIR, set {ENV[key]}, "
+                         f"or add {key} = \"DIR\" to ~/.config/vita/config.toml ({WHAT[key]})")
     path = Path(str(value)).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"{source} points at {path}, which is not a folder; expected {WHAT[key]}")
@@ -220,9 +218,9 @@ def load_speech_model(
     from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer
 
     say = progress or (lambda _msg: None)
-    folder = resolve_folder("model", model, required=True)
-    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir, required=need_encoder)
-    dec_dir = resolve_folder("audio_decoder", decoder_dir, required=need_decoder)
+    folder = resolve_folder("model", model)
+    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir) if need_encoder else None
+    dec_dir = resolve_folder("audio_decoder", decoder_dir) if need_decoder else None
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     chosen_mode = get_mode(mode) if mode is not None else None  # validate flags before the slow part
@@ -232,13 +230,13 @@ def load_speech_model(
     net = load_model(folder, device=device, dtype=torch_dtype)
     ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
     encoder = decoder = None
-    if enc_dir is not None and need_encoder:
+    if enc_dir is not None:
         say(f"loading speech tokenizer {enc_dir}")
         encoder = codec.load_encoder(enc_dir, device=device)
         if int(encoder.codebook_size) != tokens.num_codes:
             raise CheckpointError(f"speech tokenizer {enc_dir} has {encoder.codebook_size} codes but the model "
                                   f"{folder} expects {tokens.num_codes}; use the GLM-4-Voice tokenizer")
-    if dec_dir is not None and need_decoder:
+    if dec_dir is not None:
         say(f"loading speech decoder {dec_dir}")
         decoder = codec.load_decoder(dec_dir, device=device)
     return SpeechModel(
