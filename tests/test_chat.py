@@ -140,6 +140,7 @@ def test_history_carries_the_exact_answer_ids(speech):
     (["--input-wav", "q.wav", "--input-device", "1"], "use either --input-wav or --input-device"),
     (["--input-wav", "q.wav", "--vad-threshold", "1.5"], "--vad-threshold 1.5 must be between 0 and 1"),
     (["--input-wav", "broken.wav"], "cannot read broken.wav as audio"),
+    (["--input-device", "99"], "cannot open input device '99'"),
 ])
 def test_user_errors(codec_dirs, tiny_checkpoint_f32, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
