@@ -88,7 +88,7 @@ def chat(
     push_to_talk: bool = typer.Option(False, "--push-to-talk", help="Enter toggles talking instead of VAD."),
     vad_threshold: float = typer.Option(0.5, "--vad-threshold", help="silero-vad speech probability threshold."),
     min_silence_ms: int = typer.Option(600, "--min-silence-ms", help="Silence that ends an utterance."),
-    system_prompt: str = typer.Option(None, "--system-prompt", help="System turn; '' for none "
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System turn; '' for none "
                                       "[default: the reference's 'Your Name: Omni ...' prompt]."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per turn (times, texts)."),
     save_audio: Optional[Path] = typer.Option(None, "--save-audio", help="Save each turn's user and answer audio."),
