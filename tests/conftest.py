@@ -42,3 +42,22 @@ def tiny_checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
     for f in tokenizer_dir.iterdir():
         shutil.copy(f, folder / f.name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_f32(tmp_path_factory, tokenizer_dir) -> Path:
+    """The tiny checkpoint in float32 with a generation_config.json (Boost layout, greedy), as released."""
+    import shutil
+
+    import torch
+
+    from vita_core.model.checkpoint import preset_config, random_model, save_model
+
+    model = random_model(preset_config("tiny"), seed=0, dtype=torch.float32)
+    folder = tmp_path_factory.mktemp("ckpt32") / "vita-tiny-f32"
+    generation = {"do_sample": False, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
+                  "mtp_inference_mode": [1, 10, 4, 10]}
+    save_model(model, folder, extra_files={"generation_config.json": generation})
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder

@@ -22,3 +22,6 @@ from vita_cli.eval import app as eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 from vita_cli import train  # noqa: E402,F401  (registers `vita train`)
+from vita_cli import tts  # noqa: E402,F401
+from vita_cli import asr  # noqa: E402,F401
+from vita_cli import chat  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Live spoken conversation: audio devices, voice activity detection and the turn loop."""

@@ -1,0 +1,218 @@
+"""The spoken conversation loop: listen, encode, answer with interleaved text and speech, play.
+
+Each user utterance becomes a user turn holding its speech codes (the reference's "<|audio|>"
+input); the answer is generated with the checkpoint's interleaved layout and every audio code
+goes straight into the streaming decoder and on to the speaker. The conversation history is
+kept as the exact token ids generated, so the next turn sees what the model said, not a
+re-tokenisation of it. Speaking while an answer is generated or played cuts it (barge-in).
+
+Stage times per turn are milliseconds after the end of the user's speech was detected:
+audio encoded -> first text token -> first audio codes to the decoder -> first sound out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vita_core.chat.devices import INPUT_RATE
+from vita_core.chat.vad import SpeechStart, Utterance
+from vita_core.errors import InputError
+from vita_core.speech import SpeechModel
+
+DEFAULT_SYSTEM_PROMPT = "Your Name: Omni\nYour Gender: female\nRespond in a text-audio interleaved manner."
+STAGES = ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound_out")
+
+
+@dataclass
+class Turn:
+    index: int
+    user_seconds: float
+    user_codes: int
+    answer_text: str = ""
+    answer_codes: int = 0
+    answer_seconds: float = 0.0
+    interrupted: bool = False
+    stop_reason: str = ""
+    stages_ms: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(STAGES))
+    playback_lag_ms: float = 0.0
+    generate_seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Conversation:
+    """Token history of one conversation, starting with an optional system turn."""
+
+    def __init__(self, speech: SpeechModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+        from vita_core.tokens import Message
+
+        self.speech = speech
+        self.ids: list[int] = []
+        if system_prompt:
+            self.ids = speech.chat.message_ids(Message("system", system_prompt))
+
+    def prompt(self, codes: list[int]) -> list[int]:
+        """History + a user turn with these speech codes + the assistant header."""
+        from vita_core.tokens import AudioCodes, Message
+
+        chat = self.speech.chat
+        return self.ids + chat.message_ids(Message("user", [AudioCodes(codes)])) + chat.header_ids("assistant")
+
+    def commit(self, prompt: list[int], answer: list[int]) -> None:
+        """Keep the turn: the answer as generated, closed with <|im_end|>\\n however it ended."""
+        lay = self.speech.tokens
+        body = [t for t in answer if t not in lay.stop_ids]
+        self.ids = prompt + body + [lay.im_end, *self.speech.chat.text_ids("\n")]
+
+
+def _save_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    import os
+    import tempfile
+
+    import soundfile as sf
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    sf.write(tmp, audio, rate, subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+class ChatSession:
+    """Runs turns between an input (microphone or file), a segmenter and an output (speaker or file)."""
+
+    def __init__(self, speech: SpeechModel, source: Any, sink: Any, segmenter: Any,
+                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: Any = None,
+                 max_new_tokens: int = 512, log_path: Path | None = None, save_audio: Path | None = None,
+                 on_event: Callable[[str, Any], None] | None = None) -> None:
+        if speech.encoder is None or speech.decoder is None:
+            raise InputError("chat needs the speech tokenizer and decoder: pass --tokenizer-dir and --decoder-dir")
+        if speech.tokens.is_plus:
+            raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
+                             "features; vita chat runs the GLM-4-Voice-token checkpoints (Boost, Balance)")
+        if save_audio is not None:
+            save_audio.mkdir(parents=True, exist_ok=True)
+        if log_path is not None and not log_path.parent.is_dir():
+            raise InputError(f"--log {log_path}: folder {log_path.parent} does not exist")
+        self.speech, self.source, self.sink, self.segmenter = speech, source, sink, segmenter
+        self.conversation = Conversation(speech, system_prompt)
+        self.sampling = sampling or speech.sampling
+        self.max_new_tokens = max_new_tokens
+        self.log_path, self.save_audio = log_path, save_audio
+        self.say = on_event or (lambda _kind, _data: None)
+        self.turns: list[Turn] = []
+        self._pending: Utterance | None = None
+
+    def run(self, max_turns: int | None = None) -> list[Turn]:
+        """Listen and answer until the input ends (or max_turns answers were given)."""
+        if self.log_path is not None:
+            self.log_path.write_text("")
+        self.say("listening", None)
+        while max_turns is None or len(self.turns) < max_turns:
+            utterance = self._pending or self._listen()
+            self._pending = None
+            if utterance is None:
+                break
+            self._answer(utterance)
+        return self.turns
+
+    def _listen(self) -> Utterance | None:
+        while True:
+            frame = self.source.read(timeout=0.1)
+            if frame is None:
+                if getattr(self.source, "ended", False):
+                    return None
+                continue
+            event = self.segmenter.feed(frame)
+            if isinstance(event, SpeechStart):
+                self.say("speech", None)
+            elif isinstance(event, Utterance):
+                return event
+
+    def _barge_in(self, max_frames: int = 16) -> bool:
+        """Feed what the microphone heard meanwhile (a bounded batch); True if the user started speaking."""
+        interrupted = False
+        for _ in range(max_frames):
+            frame = self.source.poll()
+            if frame is None:
+                break
+            event = self.segmenter.feed(frame)
+            if isinstance(event, SpeechStart):
+                interrupted = True
+            elif isinstance(event, Utterance):
+                self._pending, interrupted = event, True
+        return interrupted
+
+    def _answer(self, utterance: Utterance) -> None:
+        from vita_core.generate import DoneEvent, TokenEvent
+
+        speech, sink, eos = self.speech, self.sink, utterance.end_time
+        turn = Turn(index=len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0)
+        ms = lambda: 1000 * (time.perf_counter() - eos)  # noqa: E731
+        codes = speech.encode(utterance.audio, INPUT_RATE)
+        turn.user_codes = len(codes)
+        turn.stages_ms["audio_encoded"] = ms()
+        self.say("thinking", turn)
+        prompt = self.conversation.prompt(codes)
+        stream = speech.decoder.stream()
+        sink.begin()
+        text_ids: list[int] = []
+        answer: list[int] = []
+        start = time.perf_counter()
+        for event in speech.engine.generate(prompt, mode=speech.mode, layout=speech.answer_layout(),
+                                            sampling=self.sampling, max_new_tokens=self.max_new_tokens):
+            if isinstance(event, TokenEvent):
+                answer.append(event.token)
+                if event.kind == "text":
+                    text_ids.append(event.token)
+                    if turn.stages_ms["first_text_token"] is None:
+                        turn.stages_ms["first_text_token"] = ms()
+                elif event.kind == "audio":
+                    if turn.stages_ms["first_audio_codes"] is None:
+                        turn.stages_ms["first_audio_codes"] = ms()
+                    turn.answer_codes += 1
+                    sink.write(stream.push([speech.tokens.id_to_code(event.token)]))
+                if self._barge_in():
+                    turn.interrupted, turn.stop_reason = True, "barge-in"
+                    break
+            elif isinstance(event, DoneEvent):
+                turn.stop_reason = event.stop_reason
+        turn.generate_seconds = time.perf_counter() - start
+        if not turn.interrupted:
+            sink.write(stream.flush())
+        sink.end()
+        while not turn.interrupted and getattr(sink, "playing", False):
+            if self._barge_in():
+                turn.interrupted, turn.stop_reason = True, "barge-in"
+            time.sleep(0.01)
+        if turn.interrupted:
+            sink.stop()
+        sink.idle()
+        if sink.first_sound is not None:
+            turn.stages_ms["first_sound_out"] = 1000 * (sink.first_sound - eos)
+        turn.playback_lag_ms = 1000 * sink.underrun_seconds
+        turn.answer_text = speech.chat.decode_text(text_ids).strip()
+        played = sink.take()
+        turn.answer_seconds = played.size / sink.sample_rate
+        self.conversation.commit(prompt, answer)
+        self._finish(turn, utterance, played)
+
+    def _finish(self, turn: Turn, utterance: Utterance, played: np.ndarray) -> None:
+        if self.save_audio is not None:
+            user = self.save_audio / f"turn{turn.index:03d}_user.wav"
+            reply = self.save_audio / f"turn{turn.index:03d}_answer.wav"
+            _save_wav(user, utterance.audio, INPUT_RATE)
+            _save_wav(reply, played, self.sink.sample_rate)
+            turn.files = {"user": str(user), "answer": str(reply)}
+        if self.log_path is not None:
+            with self.log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
+        self.turns.append(turn)
+        self.say("turn", turn)

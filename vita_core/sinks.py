@@ -1,0 +1,100 @@
+"""Where generated PCM goes as it arrives: a file (written atomically) or a byte stream.
+
+A file sink writes through soundfile into a hidden temp file beside the target and renames it
+on success, so a failed or interrupted run never leaves a half-written file. A stream sink
+writes raw 16-bit PCM, or a WAV header with an unknown length followed by PCM, and flushes
+after every chunk so a reader (aplay, ffplay, a pipe) hears it while generation goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from vita_core.errors import InputError
+
+FILE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+STREAM_FORMATS = ("wav", "pcm")
+
+
+def to_pcm16(wav: np.ndarray) -> bytes:
+    """float32 in [-1, 1] -> little-endian int16 bytes (clipped)."""
+    return (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def streaming_wav_header(sample_rate: int, channels: int = 1) -> bytes:
+    """A 16-bit PCM WAV header whose sizes say 'unknown' (0xFFFFFFFF), as streaming tools write."""
+    block = 2 * channels
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))
+
+
+def check_target(out: str, fmt: str = "wav") -> None:
+    """Fail before any slow work if `out` (a path or - for stdout) cannot be written as asked."""
+    if out == "-":
+        if fmt not in STREAM_FORMATS:
+            raise InputError(f"--format {fmt!r}: choose wav or pcm for stdout")
+        return
+    path = Path(out)
+    if path.suffix.lower() not in FILE_FORMATS:
+        raise InputError(f"--out {path}: use a .wav or .flac file name, or - for stdout")
+    if not path.parent.is_dir():
+        raise InputError(f"--out {path}: folder {path.parent} does not exist")
+
+
+class FileSink:
+    """Streams chunks into `path` (.wav or .flac) through a temp file; `close()` renames it in place."""
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        check_target(str(path))
+        self.path = Path(path)
+        fmt = FILE_FORMATS[self.path.suffix.lower()]
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype="PCM_16")
+        self.frames = 0
+
+    def write(self, wav: np.ndarray) -> None:
+        if wav.size:
+            self._file.write(np.clip(wav, -1.0, 1.0))
+            self.frames += int(wav.size)
+
+    def close(self) -> None:
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class StreamSink:
+    """Writes 16-bit PCM (with a streaming WAV header for 'wav') to a binary stream, chunk by chunk."""
+
+    def __init__(self, stream: BinaryIO, sample_rate: int, fmt: str = "wav") -> None:
+        check_target("-", fmt)
+        self.stream = stream
+        self.frames = 0
+        if fmt == "wav":
+            stream.write(streaming_wav_header(sample_rate))
+            stream.flush()
+
+    def write(self, wav: np.ndarray) -> None:
+        if wav.size:
+            self.stream.write(to_pcm16(wav))
+            self.stream.flush()
+            self.frames += int(wav.size)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def abort(self) -> None:
+        self.stream.flush()

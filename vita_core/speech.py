@@ -1,0 +1,246 @@
+"""One loaded speech model for tts, asr and chat: checkpoint, tokenizer, engine and codec.
+
+Folders come from explicit arguments first, then the environment (VITA_MODEL,
+VITA_AUDIO_TOKENIZER, VITA_AUDIO_DECODER), then a config file (~/.config/vita/config.toml or
+config.yaml, keys `model`, `audio_tokenizer`, `audio_decoder`). A checkpoint's default mode and
+content layout come from `mtp_inference_mode` in its generation_config.json, as in the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vita_core.errors import AudioError, CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from vita_core.codec.base import SpeechDecoder, SpeechEncoder
+    from vita_core.generate import Engine, Sampling
+    from vita_core.model.modeling import VitaAudioForCausalLM
+    from vita_core.schedule import Layout, Mode
+    from vita_core.tokens import ChatFormat, TokenLayout
+
+ENV = {"model": "VITA_MODEL", "audio_tokenizer": "VITA_AUDIO_TOKENIZER", "audio_decoder": "VITA_AUDIO_DECODER"}
+FLAGS = {"model": "--model", "audio_tokenizer": "--tokenizer-dir", "audio_decoder": "--decoder-dir"}
+WHAT = {
+    "model": "a VITA-Audio checkpoint folder (config.json, model.safetensors, tokenizer.json)",
+    "audio_tokenizer": "a GLM-4-Voice speech tokenizer folder",
+    "audio_decoder": "a GLM-4-Voice speech decoder folder (flow + HiFT)",
+}
+
+
+def config_file() -> Path | None:
+    """The user's config file, if any: $XDG_CONFIG_HOME/vita/config.toml|yaml (default ~/.config)."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "vita"
+    for name in ("config.toml", "config.yaml", "config.yml"):
+        if (base / name).is_file():
+            return base / name
+    return None
+
+
+def read_user_config(path: Path | None = None) -> dict[str, Any]:
+    """Keys of the config file (empty when there is none); a broken file is a clear error."""
+    path = path or config_file()
+    if path is None:
+        return {}
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+        else:
+            import yaml
+
+            data = yaml.safe_load(path.read_text()) or {}
+    except Exception as exc:  # tomllib and yaml raise their own error types
+        raise InputError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold key = value pairs (model, audio_tokenizer, audio_decoder)")
+    return data
+
+
+def resolve_folder(key: str, given: str | Path | None) -> Path:
+    """Explicit flag, then environment variable, then config file; checked to be a folder."""
+    source = FLAGS[key]
+    value: Any = given
+    if value is None and os.environ.get(ENV[key]):
+        value, source = os.environ[ENV[key]], ENV[key]
+    if value is None:
+        cfg = read_user_config()
+        if cfg.get(key):
+            value, source = cfg[key], f"{key} in {config_file()}"
+    if value is None:
+        raise InputError(f"no {key.replace('_', ' ')} folder given: pass {FLAGS[key]} DIR, set {ENV[key]}, "
+                         f"or add {key} = \"DIR\" to ~/.config/vita/config.toml ({WHAT[key]})")
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{source} points at {path}, which is not a folder; expected {WHAT[key]}")
+    return path
+
+
+def read_generation_config(folder: Path) -> dict[str, Any]:
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); re-copy the checkpoint") from None
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """'auto' is bfloat16 on CUDA and float32 on CPU."""
+    from vita_core.bench import DTYPES
+
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype!r}: choose auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def read_audio(path: str | Path | BinaryIO, sample_rate: int, name: str | None = None) -> np.ndarray:
+    """A soundfile-readable file (or open binary stream, e.g. stdin) -> float32 mono at `sample_rate`."""
+    if isinstance(path, (str, Path)):
+        name = name or str(path)
+        if not Path(path).is_file():
+            raise AudioError(f"audio file {path} does not exist")
+        path = str(path)
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise AudioError(f"cannot read {name} as audio ({exc}); use wav, flac or ogg") from None
+    wav = wav.mean(axis=1)
+    if wav.size == 0:
+        raise AudioError(f"{name} holds no audio samples")
+    return resample(wav, sr, sample_rate)
+
+
+def resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
+    if sr == target:
+        return np.ascontiguousarray(wav, dtype=np.float32)
+    return soxr.resample(wav, sr, target).astype(np.float32)
+
+
+@dataclass
+class SpeechModel:
+    """Everything a speech command needs, loaded once and shared."""
+
+    folder: Path
+    model: VitaAudioForCausalLM
+    tokenizer: Any  # a transformers tokenizer
+    tokens: TokenLayout
+    chat: ChatFormat
+    engine: Engine
+    mode: Mode
+    ratio: list[int]  # the checkpoint's content layout
+    sampling: Sampling  # the checkpoint's defaults
+    encoder: SpeechEncoder | None
+    decoder: SpeechDecoder | None
+    device: str
+
+    def answer_layout(self) -> Layout:
+        """Interleaved text + audio, as the checkpoint was trained."""
+        from vita_core.schedule import Layout
+
+        return Layout(self.ratio)
+
+    def text_layout(self) -> Layout:
+        from vita_core.schedule import Layout
+
+        return Layout(None, text_only=True)
+
+    def encode(self, wav: np.ndarray, sample_rate: int) -> list[int]:
+        """Speech -> discrete codes through the loaded tokenizer."""
+        if self.encoder is None:
+            raise InputError("audio input needs the speech tokenizer: pass --tokenizer-dir or set VITA_AUDIO_TOKENIZER")
+        return [int(c) for c in self.encoder.encode(wav, sample_rate)]
+
+
+def checkpoint_defaults(gen: dict[str, Any], num_mtp: int) -> tuple[list[int], list[int] | None, Sampling]:
+    """(content ratio, default mode pattern or None for vanilla, default Sampling) of a checkpoint."""
+    from vita_core.generate import Sampling
+    from vita_core.schedule import BOOST_RATIO, parse_ratio
+
+    pattern = gen.get("mtp_inference_mode")
+    ratio = list(BOOST_RATIO)
+    if pattern:
+        pattern = parse_ratio(pattern)
+        if all(a >= 2 for a in pattern[1::2]):
+            ratio = pattern
+        if not any(pattern[1::2]) or num_mtp == 0:
+            pattern = None
+    elif num_mtp:
+        pattern = list(BOOST_RATIO)
+    if gen.get("do_sample"):
+        sampling = Sampling(temperature=float(gen.get("temperature", 1.0)), top_k=int(gen.get("top_k", 0) or 0),
+                            top_p=float(gen.get("top_p", 1.0)),
+                            repetition_penalty=float(gen.get("repetition_penalty", 1.0)))
+    else:
+        sampling = Sampling()
+    return ratio, pattern, sampling
+
+
+def named_mode(pattern: Sequence[int] | None) -> str | Sequence[int]:
+    """'boost' for [1, 10, 4, 10] and so on, so reports name the mode the way users do."""
+    from vita_core.schedule import MODES
+
+    for name, known in MODES.items():
+        if known == (list(pattern) if pattern else None):
+            return name
+    return pattern or "vanilla"
+
+
+def load_speech_model(
+    model: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
+    decoder_dir: str | Path | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    mode: str | Sequence[int] | None = None,
+    need_encoder: bool = False,
+    need_decoder: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> SpeechModel:
+    """Load checkpoint + tokenizer (+ speech tokenizer / decoder when the task needs them)."""
+    from vita_core import codec
+    from vita_core.bench import resolve_device
+    from vita_core.generate import Engine
+    from vita_core.model.checkpoint import load_model
+    from vita_core.schedule import get_mode
+    from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer
+
+    say = progress or (lambda _msg: None)
+    folder = resolve_folder("model", model)
+    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir) if need_encoder else None
+    dec_dir = resolve_folder("audio_decoder", decoder_dir) if need_decoder else None
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    chosen_mode = get_mode(mode) if mode is not None else None  # validate flags before the slow part
+    say(f"loading {folder} on {device}")
+    tokenizer = load_tokenizer(folder)
+    tokens = layout_from_tokenizer(tokenizer)
+    net = load_model(folder, device=device, dtype=torch_dtype)
+    ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
+    encoder = decoder = None
+    if enc_dir is not None:
+        say(f"loading speech tokenizer {enc_dir}")
+        encoder = codec.load_encoder(enc_dir, device=device)
+        if int(encoder.codebook_size) != tokens.num_codes:
+            raise CheckpointError(f"speech tokenizer {enc_dir} has {encoder.codebook_size} codes but the model "
+                                  f"{folder} expects {tokens.num_codes}; use the GLM-4-Voice tokenizer")
+    if dec_dir is not None:
+        say(f"loading speech decoder {dec_dir}")
+        decoder = codec.load_decoder(dec_dir, device=device)
+    return SpeechModel(
+        folder=folder, model=net, tokenizer=tokenizer, tokens=tokens, chat=ChatFormat(tokenizer, tokens),
+        engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),
+        ratio=ratio, sampling=sampling, encoder=encoder, decoder=decoder, device=device,
+    )
