@@ -32,7 +32,9 @@ def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
     return text
 
 
-@app.command()
+# Hidden from `vita --help` until vita ships the GLM-4-Voice decoder (issue #3): without a
+# decoder there is no speech out, so the command only works with a decoder object from the library.
+@app.command(hidden=True)
 @handle_errors
 def tts(
     text: Optional[str] = typer.Argument(None, help="Text to speak; - reads stdin."),
