@@ -61,3 +61,19 @@ def tiny_checkpoint_f32(tmp_path_factory, tokenizer_dir) -> Path:
     for f in tokenizer_dir.iterdir():
         shutil.copy(f, folder / f.name)
     return folder
+
+
+@pytest.fixture
+def clean_speech_env(monkeypatch, tmp_path):
+    """No model/codec folders from the environment or a user config file."""
+    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def codec_dirs(clean_speech_env, monkeypatch, tmp_path):
+    """Codec folders whose loading is replaced by the fakes in tests/speech_fakes.py."""
+    import speech_fakes
+
+    return speech_fakes.install(monkeypatch, tmp_path)

@@ -16,14 +16,6 @@ from vita_core.speech import load_speech_model, read_audio
 runner = CliRunner()
 
 
-@pytest.fixture
-def codec_dirs(monkeypatch, tmp_path):
-    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return speech_fakes.install(monkeypatch, tmp_path)
-
-
 @pytest.fixture(scope="module")
 def speech(tiny_checkpoint_f32):
     speech = load_speech_model(tiny_checkpoint_f32, device="cpu")
@@ -122,3 +114,17 @@ def test_user_errors(codec_dirs, recordings, tiny_checkpoint_f32, monkeypatch, a
     r = runner.invoke(app, ["asr", *args, "--model", str(tiny_checkpoint_f32), "--device", "cpu"])
     assert r.exit_code == 1
     assert message in r.stderr.strip().splitlines()[-1]
+
+
+def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_checkpoint_f32, tmp_path):
+    """No fakes: the tiny GLM-4-Voice tokenizer folder goes through load_encoder and the real encoder."""
+    from vita_core.codec.tiny_glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+
+    enc = build_tiny_glm4voice_tokenizer(tmp_path / "glm-4-voice-tokenizer")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["asr", str(recordings / "one.wav"), "-f", "json", "-o", str(out), "--model",
+                            str(tiny_checkpoint_f32), "--tokenizer-dir", str(enc), "--device", "cpu",
+                            "--max-new-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "one.json").read_text())
+    assert meta["num_codes"] == 13  # 1.0 s at 16 kHz: ceil(16000 / 1280) codes

@@ -24,14 +24,6 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def codec_dirs(monkeypatch, tmp_path):
-    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return speech_fakes.install(monkeypatch, tmp_path)
-
-
 @pytest.fixture(scope="module")
 def speech(tiny_checkpoint_f32):
     speech = load_speech_model(tiny_checkpoint_f32, device="cpu")

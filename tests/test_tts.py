@@ -19,14 +19,6 @@ N = "24"
 
 
 @pytest.fixture
-def codec_dirs(monkeypatch, tmp_path):
-    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return speech_fakes.install(monkeypatch, tmp_path)
-
-
-@pytest.fixture
 def base_args(tiny_checkpoint_f32, codec_dirs):
     enc, dec = codec_dirs
     return ["--model", str(tiny_checkpoint_f32), "--decoder-dir", str(dec), "--device", "cpu", "--max-new-tokens", N]
