@@ -60,7 +60,7 @@ def test_two_modes_write_every_wav_then_score_like_wav_dir(seed_args, calls, met
     assert r.exit_code == 0, r.output
     assert sorted(calls) == sorted((m, t) for m in ("vanilla", "boost") for t in TEXTS.values())
     for mode in ("vanilla", "boost"):
-        assert sorted(p.name for p in (out / mode).iterdir()) == ["a.wav", "b.wav", "c.wav"]  # no temp files left
+        assert sorted(p.name for p in (out / mode).iterdir()) == [".vita-run.json", "a.wav", "b.wav", "c.wav"]
     report = json.loads((out / "seed-tts.json").read_text())
     assert [m["mode"] for m in report["modes"]] == ["vanilla", "boost"] and report["baseline"] == "vanilla"
     assert all(m["n"] == 3 for m in report["modes"])
@@ -104,6 +104,17 @@ def test_rerun_keeps_finished_wavs_and_redoes_broken_ones(seed_args, calls, tmp_
     assert (out / "turbo" / "a.wav").read_bytes() == whole  # greedy: the same audio again
     assert (out / "turbo" / "b.wav").stat().st_mtime_ns == stamps["b.wav"]
 
+    # outputs of other settings are never mixed into one score
+    other = [*seed_args, "--modes", "turbo"]
+    other[other.index("--max-new-tokens") + 1] = "12"
+    r = runner.invoke(app, other)
+    assert r.exit_code == 1 and "turbo holds outputs made with other settings (max_new_tokens)" in r.stderr
+    (out / "boost").mkdir()
+    (out / "boost" / "a.wav").write_bytes(whole)
+    r = runner.invoke(app, [*seed_args, "--modes", "boost"])
+    assert r.exit_code == 1 and "boost already holds files not made by vita eval --model" in r.stderr
+    assert len(calls) == 5
+
 
 def test_utterances_without_audio_are_counted_not_dropped(seed_args, calls, tmp_path):
     args = [*seed_args, "--modes", "boost,vanilla", "--no-voice-prompt"]
@@ -141,9 +152,10 @@ def test_missing_prompt_wav_and_modes_without_model(seed_args, meta, whisper_pt,
     r = runner.invoke(app, seed_args)
     assert r.exit_code == 1 and "1 prompt wav(s) of the meta list not found" in r.stderr
     assert "--no-voice-prompt" in r.stderr
-    r = runner.invoke(app, ["eval", "seed-tts", "--meta", str(meta), "--asr-model", str(whisper_pt), "--modes", "boost"])
+    base = ["eval", "seed-tts", "--meta", str(meta), "--asr-model", str(whisper_pt)]
+    r = runner.invoke(app, [*base, "--modes", "boost"])
     assert r.exit_code == 1 and "--modes goes with --model" in r.stderr
-    r = runner.invoke(app, ["eval", "seed-tts", "--meta", str(meta), "--asr-model", str(whisper_pt)])
+    r = runner.invoke(app, base)
     assert r.exit_code == 1 and "nothing to score" in r.stderr
 
 

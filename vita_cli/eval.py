@@ -27,7 +27,9 @@ MissingOpt = typer.Option(
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the ASR model and --model")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
 ALL_MODES = "vanilla,balance,boost,turbo"
-ModesOpt = typer.Option(None, "--modes", help=f"with --model: modes to generate with, comma-separated [default: {ALL_MODES}]")
+ModesOpt = typer.Option(
+    None, "--modes", help=f"with --model: modes to generate with, comma-separated (default: {ALL_MODES})"
+)
 EvalMaxTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="with --model: token budget per output")
 
 
@@ -221,13 +223,15 @@ def seed_tts(
 
 def _synthesize(items, model, modes, voice_prompt, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens,
                 out_dir: Path) -> dict[str, Path]:
-    from vita_core.eval.model_runs import check_prompt_wavs, tts_synthesizer
+    from vita_core.eval.model_runs import check_prompt_wavs, claim_folder, run_settings, tts_synthesizer
     from vita_core.eval.seedtts import synthesize_missing
 
     voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
     if voice_prompt:
         check_prompt_wavs(items)
     speech = _load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=voice_prompt, decoder=True)
+    for mode in modes:
+        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
     synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
     made = 0
 
@@ -340,7 +344,9 @@ def sqa(
     dtype: str = opt.DTYPE,
     max_new_tokens: int = EvalMaxTokensOpt,
     asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for the speech answers"),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write sqa.json here [--model: out/sqa]"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out-dir", help="write sqa.json here (with --model: default out/sqa)"
+    ),
     missing_as_error: bool = MissingOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
@@ -403,10 +409,12 @@ def sqa(
 
 
 def _answer(items, model, modes, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir: Path) -> None:
-    from vita_core.eval.model_runs import spoken_answerer
+    from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
     from vita_core.eval.sqa_bench import answer_all
 
     speech = _load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=True, decoder=True)
+    for mode in modes:
+        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
     with _progress() as progress:
         for mode in modes:
             answer = spoken_answerer(speech, mode, max_new_tokens=max_new_tokens)

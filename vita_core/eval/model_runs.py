@@ -8,7 +8,8 @@ resume the same way whatever produces the outputs.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -19,12 +20,14 @@ from vita_core.eval.asr import Progress
 from vita_core.eval.datasets import MetaItem
 from vita_core.eval.seedtts import Synthesize
 from vita_core.eval.sqa_bench import Answer, SpokenAnswer
+from vita_core.eval.wavs import write_text
 from vita_core.speech import SpeechModel, read_audio
 
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
 
 EVAL_MODES = ("vanilla", "balance", "boost", "turbo")
+RUN_FILE = ".vita-run.json"
 
 
 def parse_modes(value: str) -> list[str]:
@@ -43,6 +46,32 @@ def in_mode(speech: SpeechModel, mode: str) -> SpeechModel:
     from vita_core.schedule import get_mode
 
     return replace(speech, mode=get_mode(mode))
+
+
+def run_settings(speech: SpeechModel, mode: str, max_new_tokens: int, **extra: object) -> dict:
+    """What decides a folder's outputs: checkpoint, mode, sampling, token budget (and the caller's extras)."""
+    return {"model": str(Path(speech.folder).resolve()), "mode": mode, "sampling": asdict(speech.sampling),
+            "max_new_tokens": max_new_tokens, **extra}
+
+
+def claim_folder(folder: Path, settings: dict) -> None:
+    """Record `settings` in `folder`, or check they equal the ones its outputs were made with, so a resumed
+    run never mixes outputs of another checkpoint or mode into one score."""
+    folder, path = Path(folder), Path(folder) / RUN_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            before = None
+        if before != settings:
+            changed = sorted(k for k in settings if not isinstance(before, dict) or before.get(k) != settings[k])
+            raise InputError(f"{folder} holds outputs made with other settings ({', '.join(changed) or 'unknown'}); "
+                             "use another --out-dir or delete that folder")
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"{folder} already holds files not made by vita eval --model; "
+                         "use another --out-dir or delete that folder")
+    write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def check_prompt_wavs(items: Sequence[MetaItem]) -> None:

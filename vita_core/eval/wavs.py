@@ -50,7 +50,7 @@ def write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM through a temp file + rename, so an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)  # hidden if left by a kill
     os.close(fd)
     try:
         sf.write(tmp, np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, subtype="PCM_16")
@@ -64,7 +64,7 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
