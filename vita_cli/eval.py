@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vita_cli import speech_options as opt
 from vita_cli.common import console, err_console, handle_errors
+from vita_cli.eval_model import (
+    EvalMaxTokensOpt,
+    ModesOpt,
+    answer_questions,
+    load_vita,
+    model_modes,
+    progress_bar,
+    synthesize_seed_tts,
+)
 from vita_core.errors import InputError
 
 app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
@@ -26,33 +33,6 @@ MissingOpt = typer.Option(
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the ASR model and --model")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
-ALL_MODES = "vanilla,balance,boost,turbo"
-ModesOpt = typer.Option(
-    None, "--modes", help=f"with --model: modes to generate with, comma-separated (default: {ALL_MODES})"
-)
-EvalMaxTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="with --model: token budget per output")
-
-
-@contextmanager
-def _progress() -> Iterator:
-    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
-        yield update
 
 
 def _figures_table(title: str, scores) -> Table:
@@ -130,28 +110,6 @@ def _parse_wav_dirs(specs: list[str]) -> dict[str, Path]:
     return dirs
 
 
-def _load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, encoder: bool, decoder: bool):
-    """vita's own model for generating what is then scored; codec folders also come from env or config."""
-    from vita_core.speech import load_speech_model
-
-    return load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, need_encoder=encoder,
-                             need_decoder=decoder, progress=opt.progress(False))
-
-
-def _model_modes(model: Optional[Path], modes: Optional[str], exclusive: dict[str, object]) -> list[str]:
-    """The modes to generate with, after checking that --model was not mixed with flags for given outputs."""
-    from vita_core.eval.model_runs import parse_modes
-
-    if model is None:
-        if modes is not None:
-            raise InputError("--modes goes with --model (the modes to generate with)")
-        return []
-    given = [flag for flag, value in exclusive.items() if value]
-    if given:
-        raise InputError(f"--model generates the outputs to score; drop {', '.join(given)}")
-    return parse_modes(modes or ALL_MODES)
-
-
 @app.command("seed-tts")
 @handle_errors
 def seed_tts(
@@ -194,18 +152,18 @@ def seed_tts(
     from vita_core.eval.seedtts import run_seed_tts
 
     check_lang(lang)
-    mode_list = _model_modes(model, modes, {"--wav-dir": wav_dir})
+    mode_list = model_modes(model, modes, {"--wav-dir": wav_dir})
     if model is None and not wav_dir:
         raise InputError("nothing to score: give --wav-dir MODE=DIR (existing wavs) or --model DIR (synthesize first)")
     items = read_seedtts_meta(meta)
     detect_format(asr_model)  # a wrong ASR path fails now, not after the synthesis
     if model is not None:
-        dirs = _synthesize(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device, dtype,
-                           max_new_tokens, out_dir)
+        dirs = synthesize_seed_tts(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device, dtype,
+                                   max_new_tokens, out_dir)
     else:
         dirs = _parse_wav_dirs(wav_dir)
     transcriber = _load_asr(asr_model, lang, device, batch_size)
-    with _progress() as progress:
+    with progress_bar() as progress:
         report = run_seed_tts(items, dirs, transcriber, lang, missing_as_error, progress)
     written = write_seedtts(report, out_dir)
     rows = seedtts_rows(report)
@@ -219,31 +177,6 @@ def seed_tts(
         how = "scored as errors" if missing_as_error else "left out of the mean (use --missing-as-error to score them)"
         console.print(f"missing/empty outputs are {how}")
     console.print("wrote " + ", ".join(str(p) for p in written))
-
-
-def _synthesize(items, model, modes, voice_prompt, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens,
-                out_dir: Path) -> dict[str, Path]:
-    from vita_core.eval.model_runs import check_prompt_wavs, claim_folder, run_settings, tts_synthesizer
-    from vita_core.eval.seedtts import synthesize_missing
-
-    voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
-    if voice_prompt:
-        check_prompt_wavs(items)
-    speech = _load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=voice_prompt, decoder=True)
-    for mode in modes:
-        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
-    synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
-    made = 0
-
-    def counted(text, prompt_wav, mode):  # type: ignore[no-untyped-def]
-        nonlocal made
-        made += 1
-        return synthesize(text, prompt_wav, mode)
-
-    with _progress() as progress:
-        dirs = synthesize_missing(items, out_dir, modes, counted, progress)
-    err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({len(items) * len(modes) - made} were there)")
-    return dirs
 
 
 @app.command()
@@ -285,11 +218,11 @@ def asr(
         if model is not None:
             from vita_core.eval.model_runs import ModelTranscriber
 
-            speech = _load_vita(model, tokenizer_dir, None, device, dtype, encoder=True, decoder=False)
+            speech = load_vita(model, tokenizer_dir, None, device, dtype, encoder=True, decoder=False)
             transcriber = ModelTranscriber(speech, lang)
         else:
             transcriber = _load_asr(asr_model, lang, device, batch_size)
-        with _progress() as progress:
+        with progress_bar() as progress:
             hyps = transcribe_items(items, transcriber, lambda d, t: progress("asr", d, t))
     scores = score_asr_set(items, hyps, lang, missing_as_error)
     console.print(_figures_table(f"ASR {data} ({lang})", scores))
@@ -357,7 +290,7 @@ def sqa(
     from vita_core.eval.sqa_bench import judge_streams, load_text_answers, transcribe_speech
     from vita_core.eval.wavs import write_text
 
-    mode_list = _model_modes(
+    mode_list = model_modes(
         model, modes, {"--hyp-text": hyp_text, "--hyp-speech": hyp_speech, "--speech-dir": speech_dir}
     )
     if model is None:
@@ -373,7 +306,7 @@ def sqa(
     runs: list[tuple[str, Path | None, dict | None]] = []  # (mode, speech folder to transcribe, text answers)
     if model is not None:
         out_dir = out_dir or Path("out/sqa")
-        _answer(items, model, mode_list, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir)
+        answer_questions(items, model, mode_list, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir)
         for mode in mode_list:
             runs.append((mode, out_dir / mode / "speech", load_text_answers(out_dir / mode / "text")))
     else:
@@ -383,7 +316,7 @@ def sqa(
     for mode, folder, text in runs:
         spoken = read_hypotheses(hyp_speech) if hyp_speech is not None else None
         if transcriber is not None:
-            with _progress() as progress:
+            with progress_bar() as progress:
                 step = lambda d, t, m=mode: progress(f"asr {m}".strip(), d, t)  # noqa: E731
                 spoken, _ = transcribe_speech(items, folder, transcriber, step)
         results.append((mode, judge_streams(items, text, spoken)))
@@ -406,16 +339,3 @@ def sqa(
         ]
         write_text(out_dir / "sqa.json", json.dumps(out, ensure_ascii=False, indent=2) + "\n")
         console.print(f"wrote {out_dir / 'sqa.json'}")
-
-
-def _answer(items, model, modes, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir: Path) -> None:
-    from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
-    from vita_core.eval.sqa_bench import answer_all
-
-    speech = _load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=True, decoder=True)
-    for mode in modes:
-        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
-    with _progress() as progress:
-        for mode in modes:
-            answer = spoken_answerer(speech, mode, max_new_tokens=max_new_tokens)
-            answer_all(items, answer, out_dir / mode, lambda d, t, m=mode: progress(f"answer {m}", d, t))
