@@ -217,6 +217,10 @@ def test_sqa_answers_with_the_model_per_mode_and_resumes(tmp_path, tiny_checkpoi
 
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and len(asked) == 4
+    cut = out / "turbo" / "speech" / "q1.wav"
+    cut.write_bytes(cut.read_bytes()[:100])  # a speech answer cut short: that question is asked again
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and asked[4:] == [("turbo", "q1.wav")] and is_complete_wav(cut)
     r = runner.invoke(app, [*args, "--hyp-text", str(out / "turbo" / "text")])
     assert r.exit_code == 1 and "drop --hyp-text" in r.stderr
 
