@@ -63,6 +63,14 @@ def tiny_checkpoint_f32(tmp_path_factory, tokenizer_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def whisper_pt(tmp_path_factory) -> Path:
+    """A tiny random-init openai-whisper checkpoint (.pt) for the eval scorers."""
+    from vita_core.eval.tiny import build_openai_whisper
+
+    return build_openai_whisper(tmp_path_factory.mktemp("ow") / "tiny.pt")
+
+
 @pytest.fixture
 def clean_speech_env(monkeypatch, tmp_path):
     """No model/codec folders from the environment or a user config file."""

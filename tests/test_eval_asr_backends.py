@@ -11,18 +11,13 @@ import torch
 
 from vita_core.errors import CheckpointError, InputError
 from vita_core.eval.asr import detect_format, load_transcriber, protocol_note
-from vita_core.eval.tiny import build_hf_whisper, build_openai_whisper, build_paraformer
+from vita_core.eval.tiny import build_hf_whisper, build_paraformer
 
 
 @pytest.fixture(scope="module")
 def audios():
     rng = np.random.default_rng(0)
     return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (8000, 16000, 24000)]
-
-
-@pytest.fixture(scope="module")
-def whisper_pt(tmp_path_factory):
-    return build_openai_whisper(tmp_path_factory.mktemp("ow") / "tiny.pt")
 
 
 def test_openai_whisper_checkpoint_loads_and_batches_like_single_decodes(whisper_pt, audios):

@@ -11,15 +11,9 @@ from vita_cli.main import app
 from vita_core.eval.asr import load_transcriber
 from vita_core.eval.datasets import read_seedtts_meta
 from vita_core.eval.scoring import Pair, score_seedtts
-from vita_core.eval.tiny import build_openai_whisper
 from vita_core.eval.wavs import read_16k, write_wav
 
 runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that Rich tables do not wrap names
-
-
-@pytest.fixture(scope="module")
-def whisper_pt(tmp_path_factory):
-    return build_openai_whisper(tmp_path_factory.mktemp("ow") / "tiny.pt")
 
 
 def _wav(path, seconds, seed):

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vita_cli import speech_options as opt
 from vita_cli.common import console, err_console, handle_errors
+from vita_cli.eval_model import (
+    EvalMaxTokensOpt,
+    ModesOpt,
+    answer_questions,
+    load_vita,
+    model_modes,
+    progress_bar,
+    synthesize_seed_tts,
+)
 from vita_core.errors import InputError
 
 app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
@@ -23,30 +31,8 @@ MissingOpt = typer.Option(
     "--missing-as-error",
     help="score missing/empty outputs as errors (WER 1.0, wrong answer) instead of only counting them",
 )
-DeviceOpt = typer.Option("cpu", "--device", help="torch device for the ASR model, e.g. cpu or cuda:0")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the ASR model and --model")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
-
-
-@contextmanager
-def _progress() -> Iterator:
-    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
-        yield update
 
 
 def _figures_table(title: str, scores) -> Table:
@@ -63,8 +49,10 @@ def _figures_table(title: str, scores) -> Table:
 
 
 def _load_asr(asr_model: Path, lang: str, device: str, batch_size: int):
+    from vita_core.bench import resolve_device
     from vita_core.eval.asr import load_transcriber, protocol_note
 
+    device = resolve_device(device)
     with err_console.status(f"loading ASR model {asr_model}"):
         transcriber = load_transcriber(asr_model, lang, device, batch_size)
     note = protocol_note(transcriber, lang)
@@ -126,34 +114,56 @@ def _parse_wav_dirs(specs: list[str]) -> dict[str, Path]:
 @handle_errors
 def seed_tts(
     meta: Path = typer.Option(..., "--meta", help="Seed-TTS meta.lst (utt|prompt_text|prompt_wav|text)"),
-    wav_dir: list[str] = typer.Option(
-        ...,
+    wav_dir: Optional[list[str]] = typer.Option(
+        None,
         "--wav-dir",
         help="MODE=DIR of <utt>.wav outputs; repeat per mode (a bare DIR is named after the folder); "
         "rows are compared with the mode named vanilla, else the first",
     ),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="synthesize first with this VITA-Audio checkpoint folder, into "
+        "<out-dir>/<mode>/<utt>.wav for each --modes (resumable: complete wavs are kept)"
+    ),
+    modes: Optional[str] = ModesOpt,
+    voice_prompt: bool = typer.Option(
+        True, "--voice-prompt/--no-voice-prompt", help="with --model: put each line's prompt wav in the "
+        "system turn (needs the speech tokenizer)"
+    ),
+    tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    decoder_dir: Optional[Path] = opt.DECODER_DIR,
+    dtype: str = opt.DTYPE,
+    max_new_tokens: int = EvalMaxTokensOpt,
     asr_model: Path = typer.Option(
         ..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"
     ),
     lang: str = LangOpt,
     out_dir: Path = typer.Option(
-        Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv and <mode>.tsv go"
+        Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv, <mode>.tsv (and --model's wavs) go"
     ),
     missing_as_error: bool = MissingOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
 ) -> None:
-    """Seed-TTS WER (en) / CER (zh) of folders of generated wavs, one row per mode."""
+    """Seed-TTS WER (en) / CER (zh) of folders of generated wavs (or of --model's), one row per mode."""
+    from vita_core.eval.asr import detect_format
     from vita_core.eval.datasets import read_seedtts_meta
     from vita_core.eval.normalize import check_lang
     from vita_core.eval.report import seedtts_rows, write_seedtts
     from vita_core.eval.seedtts import run_seed_tts
 
     check_lang(lang)
+    mode_list = model_modes(model, modes, {"--wav-dir": wav_dir})
+    if model is None and not wav_dir:
+        raise InputError("nothing to score: give --wav-dir MODE=DIR (existing wavs) or --model DIR (synthesize first)")
     items = read_seedtts_meta(meta)
-    dirs = _parse_wav_dirs(wav_dir)
+    detect_format(asr_model)  # a wrong ASR path fails now, not after the synthesis
+    if model is not None:
+        dirs = synthesize_seed_tts(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device, dtype,
+                                   max_new_tokens, out_dir)
+    else:
+        dirs = _parse_wav_dirs(wav_dir)
     transcriber = _load_asr(asr_model, lang, device, batch_size)
-    with _progress() as progress:
+    with progress_bar() as progress:
         report = run_seed_tts(items, dirs, transcriber, lang, missing_as_error, progress)
     written = write_seedtts(report, out_dir)
     rows = seedtts_rows(report)
@@ -177,6 +187,11 @@ def asr(
     ),
     asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="transcribe the set with this local ASR model"),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="score these existing hypotheses instead (`id text` lines)"),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="transcribe the set with this VITA-Audio checkpoint folder (as `vita asr`)"
+    ),
+    tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    dtype: str = opt.DTYPE,
     lang: str = LangOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write asr.json and asr.tsv here"),
     missing_as_error: bool = MissingOpt,
@@ -191,14 +206,23 @@ def asr(
     from vita_core.eval.wavs import write_text
 
     check_lang(lang)
-    if (asr_model is None) == (hyp is None):
-        raise InputError("give exactly one of --asr-model (transcribe the set) or --hyp (score existing hypotheses)")
+    if [asr_model, model, hyp].count(None) != 2:
+        raise InputError(
+            "give exactly one of --asr-model (transcribe the set), --model (transcribe it with a VITA-Audio "
+            "checkpoint) or --hyp (score existing hypotheses)"
+        )
     items = read_asr_set(data)
     if hyp is not None:
         hyps = read_hypotheses(hyp)
     else:
-        transcriber = _load_asr(asr_model, lang, device, batch_size)
-        with _progress() as progress:
+        if model is not None:
+            from vita_core.eval.model_runs import ModelTranscriber
+
+            speech = load_vita(model, tokenizer_dir, None, device, dtype, encoder=True, decoder=False)
+            transcriber = ModelTranscriber(speech, lang)
+        else:
+            transcriber = _load_asr(asr_model, lang, device, batch_size)
+        with progress_bar() as progress:
             hyps = transcribe_items(items, transcriber, lambda d, t: progress("asr", d, t))
     scores = score_asr_set(items, hyps, lang, missing_as_error)
     console.print(_figures_table(f"ASR {data} ({lang})", scores))
@@ -206,6 +230,26 @@ def asr(
         write_text(out_dir / "asr.json", json.dumps([s.to_dict() for s in scores], ensure_ascii=False, indent=2) + "\n")
         write_text(out_dir / "asr.tsv", utterance_tsv(scores[0]))
         console.print(f"wrote {out_dir / 'asr.json'}, {out_dir / 'asr.tsv'}")
+
+
+def _sqa_table(title: str, runs: list, missing_as_error: bool) -> Table:
+    from vita_core.eval.report import pct
+
+    table = Table(title=title)
+    with_mode = any(mode for mode, _ in runs)
+    for col in (["mode"] if with_mode else []) + ["stream", "contain %", "exact %", "answered", "missing"]:
+        table.add_column(col, justify="left" if col in ("mode", "stream") else "right")
+    for mode, scores in runs:
+        for s in scores:
+            table.add_row(
+                *([mode] if with_mode else []),
+                s.name,
+                pct(s.accuracy("contain", missing_as_error), 2),
+                pct(s.accuracy("exact", missing_as_error), 2),
+                str(len(s.scored)),
+                str(s.missing),
+            )
+    return table
 
 
 @app.command()
@@ -223,47 +267,66 @@ def sqa(
     speech_dir: Optional[Path] = typer.Option(
         None, "--speech-dir", help="folder of <id>.wav speech answers, transcribed with --asr-model"
     ),
-    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for --speech-dir"),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write sqa.json here"),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="answer with this VITA-Audio checkpoint folder first, into <out-dir>/<mode>/"
+        "text/<id>.txt and speech/<id>.wav for each --modes (resumable); --asr-model transcribes the speech"
+    ),
+    modes: Optional[str] = ModesOpt,
+    tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    decoder_dir: Optional[Path] = opt.DECODER_DIR,
+    dtype: str = opt.DTYPE,
+    max_new_tokens: int = EvalMaxTokensOpt,
+    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for the speech answers"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out-dir", help="write sqa.json here (with --model: default out/sqa)"
+    ),
     missing_as_error: bool = MissingOpt,
     device: str = DeviceOpt,
     batch_size: int = BatchOpt,
 ) -> None:
     """Spoken-QA accuracy of S->T text and S->S transcripts: the reference's "contain" rule and a stricter one."""
+    from vita_core.eval.asr import detect_format
     from vita_core.eval.datasets import read_hypotheses, read_sqa_jsonl
-    from vita_core.eval.report import pct
     from vita_core.eval.sqa_bench import judge_streams, load_text_answers, transcribe_speech
     from vita_core.eval.wavs import write_text
 
-    if hyp_speech is not None and speech_dir is not None:
-        raise InputError("give --hyp-speech or --speech-dir, not both")
-    if (speech_dir is None) != (asr_model is None):
-        raise InputError("--speech-dir and --asr-model go together (the speech answers are transcribed in English)")
-    if hyp_text is None and hyp_speech is None and speech_dir is None:
-        raise InputError("nothing to score: give --hyp-text and/or --hyp-speech or --speech-dir with --asr-model")
+    mode_list = model_modes(
+        model, modes, {"--hyp-text": hyp_text, "--hyp-speech": hyp_speech, "--speech-dir": speech_dir}
+    )
+    if model is None:
+        if hyp_speech is not None and speech_dir is not None:
+            raise InputError("give --hyp-speech or --speech-dir, not both")
+        if (speech_dir is None) != (asr_model is None):
+            raise InputError("--speech-dir and --asr-model go together (the speech answers are transcribed in English)")
+        if hyp_text is None and hyp_speech is None and speech_dir is None:
+            raise InputError("nothing to score: give --hyp-text and/or --hyp-speech or --speech-dir with --asr-model")
     items = read_sqa_jsonl(data)
-    text = load_text_answers(hyp_text) if hyp_text is not None else None
-    speech = read_hypotheses(hyp_speech) if hyp_speech is not None else None
-    if speech_dir is not None:
-        transcriber = _load_asr(asr_model, "en", device, batch_size)
-        with _progress() as progress:
-            speech, _ = transcribe_speech(items, speech_dir, transcriber, lambda d, t: progress("asr", d, t))
-    scores = judge_streams(items, text, speech)
-    table = Table(title=f"spoken QA {data} ({len(items)} questions)")
-    for col in ("stream", "contain %", "exact %", "answered", "missing"):
-        table.add_column(col, justify="left" if col == "stream" else "right")
-    for s in scores:
-        table.add_row(
-            s.name,
-            pct(s.accuracy("contain", missing_as_error), 2),
-            pct(s.accuracy("exact", missing_as_error), 2),
-            str(len(s.scored)),
-            str(s.missing),
-        )
-    console.print(table)
+    if asr_model is not None:
+        detect_format(asr_model)  # a wrong ASR path fails now, not after generating
+    runs: list[tuple[str, Path | None, dict | None]] = []  # (mode, speech folder to transcribe, text answers)
+    if model is not None:
+        out_dir = out_dir or Path("out/sqa")
+        answer_questions(items, model, mode_list, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir)
+        for mode in mode_list:
+            runs.append((mode, out_dir / mode / "speech", load_text_answers(out_dir / mode / "text")))
+    else:
+        runs.append(("", speech_dir, load_text_answers(hyp_text) if hyp_text is not None else None))
+    transcriber = _load_asr(asr_model, "en", device, batch_size) if asr_model is not None else None
+    results = []
+    for mode, folder, text in runs:
+        spoken = read_hypotheses(hyp_speech) if hyp_speech is not None else None
+        if transcriber is not None:
+            with progress_bar() as progress:
+                step = lambda d, t, m=mode: progress(f"asr {m}".strip(), d, t)  # noqa: E731
+                spoken, _ = transcribe_speech(items, folder, transcriber, step)
+        results.append((mode, judge_streams(items, text, spoken)))
+    console.print(_sqa_table(f"spoken QA {data} ({len(items)} questions)", results, missing_as_error))
+    if model is not None and transcriber is None:
+        console.print("speech answers were not scored: add --asr-model to transcribe them")
     if out_dir is not None:
         out = [
             {
+                **({"mode": mode} if mode else {}),
                 "stream": s.name,
                 "contain": s.accuracy("contain", missing_as_error),
                 "exact": s.accuracy("exact", missing_as_error),
@@ -271,6 +334,7 @@ def sqa(
                 "missing_as_error": missing_as_error,
                 "items": [asdict(j) for j in s.items],
             }
+            for mode, scores in results
             for s in scores
         ]
         write_text(out_dir / "sqa.json", json.dumps(out, ensure_ascii=False, indent=2) + "\n")

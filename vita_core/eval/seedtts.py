@@ -19,7 +19,7 @@ from vita_core.eval.asr import Transcriber
 from vita_core.eval.datasets import MetaItem
 from vita_core.eval.scoring import CorpusScore, Pair, score_seedtts
 from vita_core.eval.transcribe import transcribe_files
-from vita_core.eval.wavs import write_wav
+from vita_core.eval.wavs import is_complete_wav, write_wav
 
 Synthesize = Callable[[str, Path | None, str], tuple[np.ndarray, int]]
 """synthesize(text, prompt_wav, mode) -> (waveform, sample_rate); an empty waveform means no audio."""
@@ -37,14 +37,15 @@ def synthesize_missing(
     synthesize: Synthesize,
     progress: StageProgress | None = None,
 ) -> dict[str, Path]:
-    """Write `<out_root>/<mode>/<id>.wav` for every item and mode that has no wav yet (resumable).
+    """Write `<out_root>/<mode>/<id>.wav` for every item and mode without a complete wav yet (resumable).
 
+    Each wav is written atomically; a truncated or unreadable one left by something else is redone.
     An empty result is saved as a 0-sample wav, so it is not redone and is counted as "empty".
     """
     folders = {}
     for mode in modes:
         folder = Path(out_root) / mode
-        todo = [i for i in items if not (folder / f"{i.id}.wav").exists()]
+        todo = [i for i in items if not is_complete_wav(folder / f"{i.id}.wav")]
         for n, item in enumerate(todo, 1):
             wav, sr = synthesize(item.text, item.prompt_wav, mode)
             write_wav(folder / f"{item.id}.wav", wav, sr)

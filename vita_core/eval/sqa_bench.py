@@ -15,7 +15,7 @@ from vita_core.eval.asr import Progress, Transcriber
 from vita_core.eval.datasets import AudioItem, read_hypotheses
 from vita_core.eval.sqa import SqaScore, judge
 from vita_core.eval.transcribe import transcribe_files
-from vita_core.eval.wavs import write_text, write_wav
+from vita_core.eval.wavs import is_complete_wav, write_text, write_wav
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,11 @@ def answer_all(items: list[AudioItem], answer: Answer, out_dir: Path, progress: 
     A reply without audio gets a 0-sample wav, so it is counted as "empty" rather than forgotten.
     """
     out_dir = Path(out_dir)
-    todo = [i for i in items if not (out_dir / "text" / f"{i.id}.txt").exists()]
+    todo = [
+        i
+        for i in items
+        if not ((out_dir / "text" / f"{i.id}.txt").is_file() and is_complete_wav(out_dir / "speech" / f"{i.id}.wav"))
+    ]
     for n, item in enumerate(todo, 1):
         reply = answer(item.audio)
         wav = reply.wav if reply.wav is not None else np.zeros(0, dtype=np.float32)

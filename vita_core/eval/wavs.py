@@ -27,11 +27,30 @@ def read_16k(path: Path) -> np.ndarray:
     return np.ascontiguousarray(wav)
 
 
+def is_complete_wav(path: Path) -> bool:
+    """True for a readable RIFF/WAVE file holding every byte its header announces (0 samples is complete).
+
+    A file cut short (a run killed mid-write by a tool without atomic writes, a full disk) is not,
+    although libsndfile would read its first part without complaint.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(12)
+        sf.info(str(path))
+    except (OSError, RuntimeError):  # soundfile raises LibsndfileError, a RuntimeError
+        return False
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    return int.from_bytes(head[4:8], "little") + 8 <= size
+
+
 def write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM through a temp file + rename, so an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)  # hidden if left by a kill
     os.close(fd)
     try:
         sf.write(tmp, np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, subtype="PCM_16")
@@ -45,7 +64,7 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

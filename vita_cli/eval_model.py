@@ -1,0 +1,105 @@
+"""`vita eval ... --model`: generate the outputs to score with vita's own model, and the progress bar."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from vita_cli import speech_options as opt
+from vita_cli.common import err_console
+from vita_core.errors import InputError
+
+ALL_MODES = "vanilla,balance,boost,turbo"
+ModesOpt = typer.Option(
+    None, "--modes", help=f"with --model: modes to generate with, comma-separated (default: {ALL_MODES})"
+)
+EvalMaxTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="with --model: token budget per output")
+
+
+@contextmanager
+def progress_bar() -> Iterator:
+    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield update
+
+
+def load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, encoder: bool, decoder: bool):
+    """vita's own model for generating what is then scored; codec folders also come from env or config."""
+    from vita_core.speech import load_speech_model
+
+    return load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, need_encoder=encoder,
+                             need_decoder=decoder, progress=opt.progress(False))
+
+
+def model_modes(model: Optional[Path], modes: Optional[str], exclusive: dict[str, object]) -> list[str]:
+    """The modes to generate with, after checking that --model was not mixed with flags for given outputs."""
+    from vita_core.eval.model_runs import parse_modes
+
+    if model is None:
+        if modes is not None:
+            raise InputError("--modes goes with --model (the modes to generate with)")
+        return []
+    given = [flag for flag, value in exclusive.items() if value]
+    if given:
+        raise InputError(f"--model generates the outputs to score; drop {', '.join(given)}")
+    return parse_modes(modes or ALL_MODES)
+
+
+def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt: bool, tokenizer_dir, decoder_dir,
+                        device: str, dtype: str, max_new_tokens: int, out_dir: Path) -> dict[str, Path]:
+    """`<out_dir>/<mode>/<utt>.wav` for every meta line and mode, resumed; returns the folders by mode."""
+    from vita_core.eval.model_runs import check_prompt_wavs, claim_folder, run_settings, tts_synthesizer
+    from vita_core.eval.seedtts import synthesize_missing
+
+    voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
+    if voice_prompt:
+        check_prompt_wavs(items)
+    speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=voice_prompt, decoder=True)
+    for mode in modes:
+        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
+    synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
+    made = 0
+
+    def counted(text, prompt_wav, mode):  # type: ignore[no-untyped-def]
+        nonlocal made
+        made += 1
+        return synthesize(text, prompt_wav, mode)
+
+    with progress_bar() as progress:
+        dirs = synthesize_missing(items, out_dir, modes, counted, progress)
+    err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({len(items) * len(modes) - made} were there)")
+    return dirs
+
+
+def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, decoder_dir, device: str, dtype: str,
+                     max_new_tokens: int, out_dir: Path) -> None:
+    """`<out_dir>/<mode>/text/<id>.txt` and `speech/<id>.wav` for every question and mode, resumed."""
+    from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
+    from vita_core.eval.sqa_bench import answer_all
+
+    speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=True, decoder=True)
+    for mode in modes:
+        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
+    with progress_bar() as progress:
+        for mode in modes:
+            answer = spoken_answerer(speech, mode, max_new_tokens=max_new_tokens)
+            answer_all(items, answer, out_dir / mode, lambda d, t, m=mode: progress(f"answer {m}", d, t))

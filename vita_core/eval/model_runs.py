@@ -1,0 +1,179 @@
+"""Evaluation outputs from vita's own model, made through the same library calls as `vita tts`,
+`vita chat` and `vita asr`, one run per requested mode.
+
+Each factory returns the callable that a runner takes (`Synthesize` for Seed-TTS, `Answer` for
+spoken QA, a `Transcriber` for ASR sets), so the runners stay independent of the model and
+resume the same way whatever produces the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from vita_core.errors import InputError
+from vita_core.eval.asr import Progress
+from vita_core.eval.datasets import MetaItem
+from vita_core.eval.seedtts import Synthesize
+from vita_core.eval.sqa_bench import Answer, SpokenAnswer
+from vita_core.eval.wavs import write_text
+from vita_core.speech import SpeechModel, read_audio
+
+if TYPE_CHECKING:
+    from vita_core.generate import Sampling
+
+EVAL_MODES = ("vanilla", "balance", "boost", "turbo")
+RUN_FILE = ".vita-run.json"
+
+
+def parse_modes(value: str) -> list[str]:
+    """'vanilla,boost' (commas or spaces) -> ['vanilla', 'boost']; only the named modes, as they name folders."""
+    names = [m.strip().lower() for m in value.replace(",", " ").split()]
+    bad = [m for m in names if m not in EVAL_MODES]
+    if not names or bad:
+        raise InputError(f"--modes {value!r}: choose from {', '.join(EVAL_MODES)}, comma-separated")
+    if len(set(names)) != len(names):
+        raise InputError(f"--modes {value!r}: each mode once")
+    return names
+
+
+def in_mode(speech: SpeechModel, mode: str) -> SpeechModel:
+    """The same loaded model generating with another MCTP schedule (nothing is copied but the handle)."""
+    from vita_core.schedule import get_mode
+
+    return replace(speech, mode=get_mode(mode))
+
+
+def run_settings(speech: SpeechModel, mode: str, max_new_tokens: int, **extra: object) -> dict:
+    """What decides a folder's outputs: checkpoint, mode, sampling, token budget (and the caller's extras)."""
+    return {"model": str(Path(speech.folder).resolve()), "mode": mode, "sampling": asdict(speech.sampling),
+            "max_new_tokens": max_new_tokens, **extra}
+
+
+def claim_folder(folder: Path, settings: dict) -> None:
+    """Record `settings` in `folder`, or check they equal the ones its outputs were made with, so a resumed
+    run never mixes outputs of another checkpoint or mode into one score."""
+    folder, path = Path(folder), Path(folder) / RUN_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            before = None
+        if before != settings:
+            changed = sorted(k for k in settings if not isinstance(before, dict) or before.get(k) != settings[k])
+            raise InputError(f"{folder} holds outputs made with other settings ({', '.join(changed) or 'unknown'}); "
+                             "use another --out-dir or delete that folder")
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"{folder} already holds files not made by vita eval --model; "
+                         "use another --out-dir or delete that folder")
+    write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def check_prompt_wavs(items: Sequence[MetaItem]) -> None:
+    """Fail before any synthesis if a voice prompt of the meta list is missing."""
+    missing = [i for i in items if i.prompt_wav is not None and not Path(i.prompt_wav).is_file()]
+    if missing:
+        raise InputError(
+            f"{len(missing)} prompt wav(s) of the meta list not found (first: {missing[0].prompt_wav}); "
+            "fix the paths or pass --no-voice-prompt"
+        )
+
+
+def tts_synthesizer(
+    speech: SpeechModel, voice_prompt: bool = True, sampling: Sampling | None = None, max_new_tokens: int = 1024
+) -> Synthesize:
+    """synthesize(text, prompt_wav, mode) through `vita_core.tts.synthesize`; with `voice_prompt` the
+    prompt recording's codes go into the system turn (encoded once, shared by every mode)."""
+    from vita_core.tts import synthesize, voice_prompt_codes
+
+    voices: dict[Path, list[int]] = {}
+
+    def run(text: str, prompt_wav: Path | None, mode: str) -> tuple[np.ndarray, int]:
+        voice = None
+        if voice_prompt and prompt_wav is not None:
+            if prompt_wav not in voices:
+                voices[prompt_wav] = voice_prompt_codes(speech, prompt_wav)
+            voice = voices[prompt_wav]
+        chunks: list[np.ndarray] = []
+        result = synthesize(in_mode(speech, mode), text, chunks.append, voice_codes=voice, sampling=sampling,
+                            max_new_tokens=max_new_tokens)
+        wav = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return wav, result.sample_rate
+
+    return run
+
+
+def spoken_answerer(
+    speech: SpeechModel,
+    mode: str,
+    system_prompt: str | None = None,
+    sampling: Sampling | None = None,
+    max_new_tokens: int = 1024,
+) -> Answer:
+    """answer(question_wav) as a `vita chat` turn in a fresh conversation: the question's codes in the user
+    turn, the reference's "Omni" system prompt unless another is given, interleaved text + speech out."""
+    from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, Conversation
+    from vita_core.generate import TokenEvent
+
+    if speech.encoder is None or speech.decoder is None:
+        raise InputError("spoken QA needs the speech tokenizer and decoder: pass --tokenizer-dir and --decoder-dir")
+    if speech.tokens.is_plus:
+        raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
+                         "features; spoken QA runs the GLM-4-Voice-token checkpoints (Boost, Balance)")
+    model = in_mode(speech, mode)
+    rate = int(speech.encoder.sample_rate)
+    prompt_text = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+
+    def answer(question: Path) -> SpokenAnswer:
+        codes = model.encode(read_audio(question, rate), rate)
+        if not codes:
+            raise InputError(f"question {question} is too short to give any speech codes")
+        prompt = Conversation(model, prompt_text).prompt(codes)
+        stream = model.decoder.stream()
+        text_ids: list[int] = []
+        chunks: list[np.ndarray] = []
+        for event in model.engine.generate(prompt, mode=model.mode, layout=model.answer_layout(),
+                                           sampling=sampling or model.sampling, max_new_tokens=max_new_tokens):
+            if isinstance(event, TokenEvent) and event.kind == "text":
+                text_ids.append(event.token)
+            elif isinstance(event, TokenEvent) and event.kind == "audio":
+                chunks.append(stream.push([model.tokens.id_to_code(event.token)]))
+        chunks.append(stream.flush())
+        wav = np.concatenate([np.asarray(c, dtype=np.float32).reshape(-1) for c in chunks])
+        return SpokenAnswer(model.chat.decode_text(text_ids).strip(), wav if wav.size else None,
+                            int(model.decoder.sample_rate))
+
+    return answer
+
+
+class ModelTranscriber:
+    """vita's own model as an ASR backend for `vita eval asr`: `vita_core.asr.transcribe` per utterance
+    (the reference's ASR evaluation: greedy, backbone only, audio tokens masked)."""
+
+    def __init__(self, speech: SpeechModel, language: str, max_new_tokens: int | None = None) -> None:
+        if speech.encoder is None:
+            raise InputError("transcribing with --model needs the speech tokenizer: pass --tokenizer-dir")
+        if speech.tokens.is_plus:
+            raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
+                             "features; use a GLM-4-Voice-token checkpoint (Boost, Balance)")
+        self.speech, self.language, self.max_new_tokens = speech, language, max_new_tokens
+        self.name = f"vita {speech.folder.name}"
+
+    def transcribe(self, audios: Sequence[np.ndarray], progress: Progress | None = None) -> list[str]:
+        """One transcript per 16 kHz array; audio too short to give a single code transcribes as ''."""
+        from vita_core.asr import transcribe
+
+        out = []
+        for n, wav in enumerate(audios, 1):
+            try:
+                out.append(transcribe(self.speech, wav, 16000, max_new_tokens=self.max_new_tokens).text)
+            except InputError:  # the checks above leave only "too short to give any speech codes"
+                out.append("")
+            if progress:
+                progress(n, len(audios))
+        return out
