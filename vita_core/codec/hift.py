@@ -316,5 +316,5 @@ def build_random_hift(config: HiFTConfig = HiFTConfig(), seed: int = 0) -> HiFTV
                 param.copy_(0.5 + torch.rand(param.shape, generator=generator))
         head = model.f0_predictor.classifier
         head.weight.mul_(150.0)
-        head.bias.fill_(80.0)
+        head.bias.fill_(15.0)
     return model.eval()
