@@ -251,3 +251,12 @@ def test_matches_reference_hift_generator_bit_exact():
     ref_pcm, ref_source = reference.inference(mel, cache_source=cache)
     pcm, source = fold_weight_norm(model).inference(mel, cache_source=cache, generator=seeded(6))
     assert torch.equal(pcm, ref_pcm) and torch.equal(source, ref_source)
+
+
+def test_float64_model_matches_float32_and_returns_float32_pcm(tiny):
+    mel = random_mel(6)
+    pcm32, source32 = tiny.inference(mel, generator=seeded(0))
+    wide = build_random_hift(TINY, seed=1).double()
+    pcm64, source64 = wide.inference(mel.double(), generator=seeded(0))
+    assert pcm64.dtype == torch.float32 and source64.dtype == torch.float64
+    assert torch.allclose(pcm64, pcm32, atol=1e-4) and torch.allclose(source64.float(), source32, atol=1e-4)

@@ -131,7 +131,8 @@ class HiFTVocoder(nn.Module):
     """Mel [B, in_channels, T] -> (PCM [B, T * 256], excitation source [B, 1, T * 256]).
 
     Same computation as the reference HiFTGenerator.inference. Call `fold_weight_norm` after
-    loading weights so inference does not renormalise every weight on every call.
+    loading weights so inference does not renormalise every weight on every call. A half-precision
+    model keeps the source, the STFTs and the returned PCM in float32.
     """
 
     def __init__(self, config: HiFTConfig = HiFTConfig()) -> None:
@@ -187,8 +188,9 @@ class HiFTVocoder(nn.Module):
                 raise InputError(f"cache_source of shape {tuple(cache_source.shape)} does not fit a source of shape "
                                  f"{tuple(source.shape)}; pass the tail of the previous chunk's source")
             source[:, :, :cached] = cache_source
-        spec = torch.stft(source.squeeze(1), n_fft, hop, n_fft, window=self.stft_window, return_complex=True)
-        source_spec = torch.cat([spec.real, spec.imag], dim=1)
+        window = self.stft_window.float()
+        spec = torch.stft(source.squeeze(1).float(), n_fft, hop, n_fft, window=window, return_complex=True)
+        source_spec = torch.cat([spec.real, spec.imag], dim=1).to(mel.dtype)
 
         x = self.conv_pre(mel)
         kernels = len(config.resblock_kernel_sizes)
@@ -202,13 +204,13 @@ class HiFTVocoder(nn.Module):
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / kernels
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(F.leaky_relu(x)).float()
 
         bins = n_fft // 2 + 1
         magnitude = torch.exp(x[:, :bins]).clamp(max=1e2)
         phase = torch.sin(x[:, bins:])
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        pcm = torch.istft(spec, n_fft, hop, n_fft, window=self.stft_window)
+        pcm = torch.istft(spec, n_fft, hop, n_fft, window=window)
         return pcm.clamp(-config.audio_limit, config.audio_limit), source
 
     @torch.inference_mode()

@@ -79,8 +79,11 @@ class HarmonicSource(nn.Module):
 
     Sines at F0 and its overtones (each overtone with a random start phase) in voiced samples,
     Gaussian noise everywhere (louder where unvoiced), merged into one channel by a linear
-    layer and tanh. The random draws come from `generator` (the global RNG when None) in the
-    order the reference draws them: the phases with `rand`, then the noise with `randn`.
+    layer and tanh. The random draws come from `generator` (on its own device, so a CPU generator
+    gives the same source on any device) in the order the reference draws them: the phases with
+    `rand`, then the noise with `randn`. With no generator they come from the global RNGs as in the
+    reference: phases from the CPU one, noise from the one of F0's device. The sines are always
+    computed in float32: a half-precision running phase would drift within a second of audio.
     """
 
     def __init__(self, sample_rate: int, harmonics: int, sine_amp: float, noise_std: float,
@@ -95,26 +98,29 @@ class HarmonicSource(nn.Module):
 
     @torch.no_grad()
     def sines(self, f0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """F0 [B, 1, L] in Hz -> noisy harmonic stack [B, harmonics + 1, L]."""
-        batch, length = f0.shape[0], f0.shape[-1]
-        multiples = torch.arange(1, self.harmonics + 2, dtype=f0.dtype, device=f0.device)[None, :, None]
+        """F0 [B, 1, L] in Hz -> noisy harmonic stack [B, harmonics + 1, L] in float32."""
+        f0 = f0.float()
+        device = f0.device
+        multiples = torch.arange(1, self.harmonics + 2, dtype=f0.dtype, device=device)[None, :, None]
         cycles = f0 * multiples / self.sample_rate
         theta = 2 * math.pi * (torch.cumsum(cycles, dim=-1) % 1)
 
-        low = torch.tensor(-math.pi, dtype=f0.dtype, device=f0.device)
-        high = torch.tensor(math.pi, dtype=f0.dtype, device=f0.device)
-        uniform = torch.rand((batch, self.harmonics + 1, 1), generator=generator, dtype=f0.dtype, device=f0.device)
-        phase = low + uniform * (high - low)
+        phase_device = generator.device if generator is not None else torch.device("cpu")
+        low, high = torch.tensor(-math.pi, device=phase_device), torch.tensor(math.pi, device=phase_device)
+        uniform = torch.rand((f0.shape[0], self.harmonics + 1, 1), generator=generator, device=phase_device)
+        phase = (low + uniform * (high - low)).to(device)
         phase[:, 0] = 0
         waves = self.sine_amp * torch.sin(theta + phase)
 
         voiced = (f0 > self.voiced_threshold).to(f0.dtype)
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
-        noise = noise_amp * torch.randn(waves.shape, generator=generator, dtype=f0.dtype, device=f0.device)
-        return waves * voiced + noise
+        noise_device = generator.device if generator is not None else device
+        noise = torch.randn(waves.shape, generator=generator, device=noise_device).to(device)
+        return waves * voiced + noise_amp * noise
 
     def forward(self, f0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        merged = self.l_linear(self.sines(f0, generator).transpose(1, 2))
+        sines = self.sines(f0, generator).to(self.l_linear.weight.dtype)
+        merged = self.l_linear(sines.transpose(1, 2))
         return torch.tanh(merged).transpose(1, 2)
 
 
