@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from vita_core.codec.hift import (
     F0PredictorConfig,
@@ -260,3 +261,13 @@ def test_float64_model_matches_float32_and_returns_float32_pcm(tiny):
     pcm64, source64 = wide.inference(mel.double(), generator=seeded(0))
     assert pcm64.dtype == torch.float32 and source64.dtype == torch.float64
     assert torch.allclose(pcm64, pcm32, atol=1e-4) and torch.allclose(source64.float(), source32, atol=1e-4)
+
+
+def test_released_names_also_inside_a_parent_module(tiny):
+    parent = nn.ModuleDict({"hift": tiny})
+    state = parent.state_dict()
+    assert "hift.conv_pre.weight_g" in state and not any("parametrizations" in k for k in state)
+    copy = nn.ModuleDict({"hift": HiFTVocoder(TINY)})
+    result = copy.load_state_dict(state)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert torch.equal(copy["hift"].ups[1].weight, tiny.ups[1].weight)

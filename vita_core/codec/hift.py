@@ -49,7 +49,7 @@ class HiFTConfig:
     sampling_rate: int = 22050
     nsf_alpha: float = 0.1
     nsf_sigma: float = 0.003
-    nsf_voiced_threshold: float = 10
+    nsf_voiced_threshold: float = 10.0
     upsample_rates: tuple[int, ...] = (8, 8)
     upsample_kernel_sizes: tuple[int, ...] = (16, 16)
     istft_params: ISTFTParams = ISTFTParams()
@@ -80,7 +80,8 @@ def _parse(cls: type, data: Mapping[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise CheckpointError(f"decoder config: unknown field `{where}.{unknown[0]}`; is this a GLM-4-Voice decoder config?")
+        raise CheckpointError(f"decoder config: unknown field `{where}.{unknown[0]}`; "
+                              "is this a GLM-4-Voice decoder config?")
     missing = sorted(set(fields) - set(data))
     if missing:
         raise CheckpointError(f"decoder config: missing field `{where}.{missing[0]}`; re-download config.yaml")
@@ -120,7 +121,8 @@ def _check_layout(config: HiFTConfig) -> None:
     }
     for name, length in lengths.items():
         if length != stages:
-            raise CheckpointError(f"decoder config: `hift.{name}` needs {stages} entries (one per upsample rate), got {length}")
+            raise CheckpointError(f"decoder config: `hift.{name}` needs {stages} entries "
+                                  f"(one per upsample rate), got {length}")
     if len(config.resblock_dilation_sizes) != len(config.resblock_kernel_sizes):
         raise CheckpointError("decoder config: `hift.resblock_dilation_sizes` needs one entry per resblock kernel size")
     if config.f0_predictor.num_class != 1 or config.f0_predictor.in_channels != config.in_channels:
@@ -271,7 +273,8 @@ def load_hift(path: str | Path, config: HiFTConfig, fold: bool = True) -> HiFTVo
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path} is not a readable PyTorch state dict ({exc.__class__.__name__}); re-download it") from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch state dict ({exc.__class__.__name__}); "
+                              "re-download it") from exc
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     model = HiFTVocoder(config)

@@ -64,7 +64,8 @@ class F0Predictor(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(5):
-            layers.append(weight_normed(nn.Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1)))
+            conv = nn.Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1)
+            layers.append(weight_normed(conv))
             layers.append(nn.ELU())
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(cond_channels, num_class)
