@@ -189,7 +189,7 @@ class HiFTVocoder(nn.Module):
             if cached > source.shape[-1] or cache_source.shape[:2] != source.shape[:2]:
                 raise InputError(f"cache_source of shape {tuple(cache_source.shape)} does not fit a source of shape "
                                  f"{tuple(source.shape)}; pass the tail of the previous chunk's source")
-            source[:, :, :cached] = cache_source
+            source = torch.cat([cache_source.to(source.dtype), source[:, :, cached:]], dim=-1)
         window = self.stft_window.float()
         spec = torch.stft(source.squeeze(1).float(), n_fft, hop, n_fft, window=window, return_complex=True)
         source_spec = torch.cat([spec.real, spec.imag], dim=1).to(mel.dtype)
