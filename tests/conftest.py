@@ -85,3 +85,11 @@ def codec_dirs(clean_speech_env, monkeypatch, tmp_path):
     import speech_fakes
 
     return speech_fakes.install(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def decoder_dir(tmp_path_factory) -> Path:
+    """A tiny random-init glm-4-voice-decoder folder (config.yaml, flow.pt, hift.pt)."""
+    from vita_core.codec.tiny_glm4voice_decoder import build_tiny_glm4voice_decoder
+
+    return build_tiny_glm4voice_decoder(tmp_path_factory.mktemp("decoder") / "glm-4-voice-decoder", seed=0)

@@ -208,8 +208,3 @@ def test_real_speech_file(tok):
     wav, sr = load_audio(path, 16000)
     codes = tok.encode(wav, sr)
     assert len(codes) == math.ceil(len(wav) / 1280) and len(set(codes.tolist())) > 10
-
-
-def test_decoder_not_shipped_yet_is_a_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="cannot run the GLM-4-Voice decoder yet"):
-        load_decoder(tmp_path)

@@ -1,4 +1,8 @@
-"""`vita bench`: speedup table of the inference modes and time to the first audio block."""
+"""`vita bench`: speedup table of the inference modes and time to the first audio block.
+
+With `--decoder`, it measures the speech decoder instead: first-chunk latency, real-time factor
+and the cost of the last streaming chunk over the first, against the reference's re-decode.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,20 @@ def bench(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     seed: int = typer.Option(0, help="Seed for weights and prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    decoder: str | None = typer.Option(
+        None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
+                   "glm-4-voice-decoder folder."),
+    decoder_chunks: int = typer.Option(20, help="With --decoder: full streaming chunks to time."),
 ) -> None:
-    """Measure tokens/s, backbone forwards and first-audio latency of each mode.
+    """Measure tokens/s, backbone forwards and first-audio latency of each mode (or the decoder's speed).
 
-    Example: vita bench --preset 0.5b --new-tokens 512
+    Examples: vita bench --preset 0.5b --new-tokens 512 ; vita bench --decoder real --device cuda
     """
     from vita_core.bench import bench_modes
+
+    if decoder is not None:
+        _bench_decoder(decoder, decoder_chunks, device, dtype, seed, as_json)
+        return
     from vita_core.schedule import parse_ratio
 
     result = bench_modes(
@@ -51,4 +63,27 @@ def bench(
                       str(m.backbone_forwards), str(m.mtp_forwards), f"{m.speedup:.2f}x",
                       f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.backbone_catchup_ms:.1f}",
                       f"{m.mtp_forward_ms:.1f}")
+    console.print(table)
+
+
+def _bench_decoder(decoder: str, chunks: int, device: str, dtype: str, seed: int, as_json: bool) -> None:
+    from vita_core.decoder_bench import bench_decoder
+
+    folder = None if decoder in ("real", "tiny") else decoder
+    r = bench_decoder(decoder_dir=folder, real_dims=decoder != "tiny", chunks=chunks, device=device, dtype=dtype,
+                      seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None)
+    if as_json:
+        typer.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    table = Table(title=f"speech decoder ({r.decoder}, {r.parameters / 1e6:.0f}M params) on {r.device}, {r.dtype}: "
+                        f"{r.steps} ODE steps ({r.first_chunk_steps} for the first chunk), chunks of {r.chunk_codes} "
+                        f"codes after a first of {r.first_chunk_codes}, {r.context_codes} codes of context")
+    table.add_column("measure")
+    table.add_column("vita streaming", justify="right")
+    table.add_column("re-decode history (reference)", justify="right")
+    table.add_row("first chunk latency", f"{r.first_chunk_ms:.0f} ms for {r.first_chunk_audio_ms:.0f} ms of audio", "")
+    table.add_row("chunk 1 (first full chunk)", f"{r.chunk_ms[0]:.0f} ms", f"{r.reference_first_ms:.0f} ms")
+    table.add_row(f"chunk {len(r.chunk_ms)}", f"{r.chunk_ms[-1]:.0f} ms", f"{r.reference_last_ms:.0f} ms")
+    table.add_row(f"chunk {len(r.chunk_ms)} / chunk 1", f"{r.last_over_first:.2f}x", f"{r.reference_last_over_first:.2f}x")
+    table.add_row("real-time factor", f"{r.stream_rtf:.3f}", f"one-shot decode: {r.one_shot_rtf:.3f}")
     console.print(table)

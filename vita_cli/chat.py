@@ -77,9 +77,7 @@ def _push_to_talk() -> Any:
     return PushToTalkSegmenter(pressed.is_set)
 
 
-# Hidden from `vita --help` until vita ships the GLM-4-Voice decoder (issue #3): without a
-# decoder there is no speech out, so the command only works with a decoder object from the library.
-@app.command(hidden=True)
+@app.command()
 @handle_errors
 def chat(
     input_wav: Optional[Path] = typer.Option(None, "--input-wav", help="Scripted conversation: read the "

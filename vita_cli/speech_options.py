@@ -11,17 +11,17 @@ from vita_cli.common import err_console
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
 
-MODEL = typer.Option(None, "--model", "-m", help="VITA-Audio checkpoint folder [env VITA_MODEL or config file].")
+MODEL = typer.Option(None, "--model", "-m", help="VITA-Audio checkpoint folder (env VITA_MODEL or config file).")
 TOKENIZER_DIR = typer.Option(None, "--tokenizer-dir",
-                             help="GLM-4-Voice speech tokenizer folder [env VITA_AUDIO_TOKENIZER or config file].")
+                             help="GLM-4-Voice speech tokenizer folder (env VITA_AUDIO_TOKENIZER or config file).")
 DECODER_DIR = typer.Option(None, "--decoder-dir",
-                           help="GLM-4-Voice speech decoder folder [env VITA_AUDIO_DECODER or config file].")
+                           help="GLM-4-Voice speech decoder folder (env VITA_AUDIO_DECODER or config file).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 DTYPE = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
 MODE = typer.Option(None, "--mode", help="vanilla, balance, boost, turbo or a list like '1 10 4 10' "
-                                         "[default: the checkpoint's mtp_inference_mode].")
+                                         "(default: the checkpoint's mtp_inference_mode).")
 MAX_NEW_TOKENS = typer.Option(1024, "--max-new-tokens", help="Upper bound on generated tokens.")
-TEMPERATURE = typer.Option(None, "--temperature", help="0 is greedy [default: the checkpoint's generation_config].")
+TEMPERATURE = typer.Option(None, "--temperature", help="0 is greedy (default: the checkpoint's generation_config).")
 TOP_K = typer.Option(None, "--top-k", help="Keep the k most likely tokens (0: off).")
 TOP_P = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1].")
 REPETITION_PENALTY = typer.Option(None, "--repetition-penalty", help="Penalty on already seen tokens (1: off).")

@@ -32,9 +32,7 @@ def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
     return text
 
 
-# Hidden from `vita --help` until vita ships the GLM-4-Voice decoder (issue #3): without a
-# decoder there is no speech out, so the command only works with a decoder object from the library.
-@app.command(hidden=True)
+@app.command()
 @handle_errors
 def tts(
     text: Optional[str] = typer.Argument(None, help="Text to speak; - reads stdin."),

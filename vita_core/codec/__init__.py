@@ -35,8 +35,7 @@ def load_encoder(folder: str | Path, name: str = "glm4voice", device: str = "cpu
 
 def load_decoder(folder: str | Path, name: str = "glm4voice", device: str = "cpu") -> SpeechDecoder:
     """Codes -> audio, e.g. the released glm-4-voice-decoder folder (config.yaml, flow.pt, hift.pt)."""
-    _check(folder, name, DECODERS, "decoder")
-    raise CheckpointError(
-        f"found {folder}, but vita cannot run the GLM-4-Voice decoder yet (flow matching + HiFT are not "
-        "implemented); decode codes with the reference's flow_inference.AudioDecoder for now"
-    )
+    folder = _check(folder, name, DECODERS, "decoder")
+    from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
+
+    return load_glm4voice_decoder(folder, device=device)

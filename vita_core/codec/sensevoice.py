@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vita_core.audio import check_waveform, resample
+from vita_core.codec.weights import strict_load
 from vita_core.errors import CheckpointError
 
 SAMPLE_RATE = 16000
@@ -57,20 +58,6 @@ class ResamplerProjector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.pre_proj_layernorm(features))
-
-
-def strict_load(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """load_state_dict(strict=True) with a CheckpointError that names the keys."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{what} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"wrong shape {sorted(wrong)[:5]}; use the released weights unchanged"
-        )
-    module.load_state_dict(state, strict=True)
 
 
 class SenseVoiceEncoder:
