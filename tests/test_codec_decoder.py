@@ -14,7 +14,13 @@ from vita_core.codec import load_decoder
 from vita_core.codec.decoder_config import read_decoder_config, write_decoder_config
 from vita_core.codec.flow import FlowConfig, FlowDecoder
 from vita_core.codec.flow_encoder import block_causal_mask
-from vita_core.codec.glm4voice_decoder import DecodeOptions, GLM4VoiceDecoder, load_glm4voice_decoder
+from vita_core.codec.glm4voice_decoder import (
+    DecodeOptions,
+    GLM4VoiceDecoder,
+    VocoderStream,
+    crossfade_weights,
+    load_glm4voice_decoder,
+)
 from vita_core.codec.hift import HiFTVocoder
 from vita_core.codec.tiny_glm4voice_decoder import RELEASED_HIFT
 from vita_core.errors import CheckpointError, InputError
@@ -192,26 +198,21 @@ def test_streamed_mel_stays_close_to_one_shot(decoder_dir: Path) -> None:
     assert deviation < 0.35 * spread
 
 
-def test_seams_are_cross_faded(decoder: GLM4VoiceDecoder) -> None:
-    """Vocoding a mel in pieces joins without steps: the PCM around each seam stays as smooth
-    as the one-shot PCM of the same mel."""
-    mel = decoder.mel(CODES[:60])
-    whole, _ = decoder.vocode(mel, None, 0)
+def test_vocoding_in_pieces_equals_vocoding_at_once(decoder: GLM4VoiceDecoder) -> None:
+    """Seams: the excitation continues across pieces, the tail of each piece is held back and
+    replaced by its next version (one-frame raised-cosine fade), so the joined PCM equals the
+    one-shot PCM of the same mel everywhere, seams included (measured: max error about 1e-4 for
+    an output RMS of 0.07; without the hold, about 0.3)."""
+    mel = decoder.mel(CODES[:60], steps=2)
+    whole, _ = decoder.vocode(mel)
     whole = whole.numpy()
-    from vita_core.codec.glm4voice_decoder import VocoderStream
-
     voc = VocoderStream(decoder, decoder.options)
-    cuts = [0, 100, 250, mel.shape[-1]]
-    pieces = [voc.push(mel[:, :, a:b], final=b == mel.shape[-1]) for a, b in zip(cuts, cuts[1:])]
-    joined = np.concatenate(pieces)
+    cuts = [0, 100, 137, 250, mel.shape[-1]]
+    joined = np.concatenate([voc.push(mel[:, :, a:b], final=b == mel.shape[-1]) for a, b in zip(cuts, cuts[1:])])
     assert len(joined) == len(whole)
-    hop = decoder.samples_per_frame
-    step = np.abs(np.diff(whole)).max()
-    for cut in cuts[1:-1]:
-        seam = slice((cut - decoder.options.vocoder_hold_frames) * hop - 64, cut * hop + 64)
-        assert np.abs(np.diff(joined[seam])).max() <= 1.5 * step
-    far = slice(20 * hop, 80 * hop)  # away from seams the pieces agree with the one-shot PCM
-    assert np.abs(joined[far] - whole[far]).mean() < 0.1 * np.abs(whole[far]).mean() + 1e-4
+    assert np.abs(joined - whole).max() < 1e-3
+    fade_in, fade_out = crossfade_weights(256)
+    assert np.allclose(fade_in + fade_out, 1) and fade_in[0] < 0.01 and fade_out[-1] < 0.01
 
 
 def test_options_validate() -> None:

@@ -23,6 +23,7 @@ import torch
 from vita_core.codec.decoder_config import read_decoder_config
 from vita_core.codec.flow import FlowDecoder
 from vita_core.codec.hift import HiFTConfig, HiFTVocoder, load_hift
+from vita_core.codec.hift_source import ExcitationState
 from vita_core.codec.weights import read_torch_state, strict_load
 from vita_core.errors import CheckpointError, InputError
 
@@ -39,8 +40,8 @@ class DecodeOptions:
     chunk_codes: int = 20
     context_codes: int = 30
     overlap_frames: int = 8
-    vocoder_context_frames: int = 8
-    vocoder_hold_frames: int = 2
+    vocoder_context_frames: int = 24  # both above HiFT's receptive field, so pieces join exactly
+    vocoder_hold_frames: int = 12
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -56,10 +57,11 @@ class DecodeOptions:
             raise InputError(f"decoder option {bad[0]}={getattr(self, bad[0])} is out of range")
 
 
-def hamming_fade(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fade-in and fade-out halves of a 2n Hamming window (the reference's mel/speech windows)."""
-    window = np.hamming(2 * n)
-    return window[:n], window[n:]
+def crossfade_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raised-cosine fade-in and fade-out over n samples that sum to one, so a seam between two
+    equal signals leaves them unchanged (the reference's Hamming halves sum to about 1.08)."""
+    fade_in = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    return fade_in.astype(np.float32), (1 - fade_in).astype(np.float32)
 
 
 class GLM4VoiceDecoder:
@@ -86,10 +88,11 @@ class GLM4VoiceDecoder:
         return ids
 
     @torch.inference_mode()
-    def vocode(self, mel: torch.Tensor, cache_source: torch.Tensor | None, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[1, 80, T] mel -> (PCM [T*hop], source [1, 1, T*hop]); noise seeded by the absolute frame."""
-        gen = torch.Generator(device=mel.device).manual_seed(self.options.seed * 1_000_003 + first_frame)
-        pcm, source = self.hift.inference(mel.float(), cache_source=cache_source, generator=gen)
+    def vocode(self, mel: torch.Tensor, cache_source: torch.Tensor | None = None, state: ExcitationState | None = None,
+               commit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[1, 80, T] mel -> (PCM [T*hop], source [1, 1, T*hop]); a fresh excitation unless `state` is given."""
+        state = state if state is not None else ExcitationState(seed=self.options.seed)
+        pcm, source = self.hift.inference(mel.float(), cache_source=cache_source, state=state, commit=commit)
         return pcm[0], source
 
     @torch.inference_mode()
@@ -102,7 +105,7 @@ class GLM4VoiceDecoder:
         """All codes at once -> (PCM, 22050); empty codes give empty PCM."""
         if len(codes) == 0 or self.frames_for(len(codes)) == 0:
             return np.zeros(0, dtype=np.float32), self.sample_rate
-        pcm, _ = self.vocode(self.mel(codes, steps), None, 0)
+        pcm, _ = self.vocode(self.mel(codes, steps))
         return pcm.cpu().numpy().astype(np.float32), self.sample_rate
 
     def stream(self, **overrides: int) -> "DecoderStream":
@@ -111,35 +114,43 @@ class GLM4VoiceDecoder:
 
 
 class VocoderStream:
-    """Mel frames in, final PCM out; each call vocodes left context + new frames only."""
+    """Mel frames in, final PCM out, equal to vocoding the whole mel at once up to float error.
+
+    Each call vocodes `vocoder_context_frames` earlier frames plus the new ones. The excitation
+    of the earlier frames is the one already computed (the released `cache_source`), and the new
+    excitation continues its phase and noise (ExcitationState). The last `vocoder_hold_frames`
+    frames of PCM, which lack right context, are held back and replaced by their next version,
+    cross-faded over one frame; with context and hold longer than the vocoder's receptive field
+    the two versions agree there, so the seam is inaudible.
+    """
 
     def __init__(self, decoder: GLM4VoiceDecoder, options: DecodeOptions) -> None:
         self.decoder, self.options = decoder, options
         self.hop = decoder.samples_per_frame
+        self.state = ExcitationState(seed=options.seed)
         self.mel_context: torch.Tensor | None = None
-        self.source_context: torch.Tensor | None = None
+        self.source_cache: torch.Tensor | None = None
         self.held = np.zeros(0, dtype=np.float32)
-        self.frames_in = 0
 
     def push(self, mel: torch.Tensor, final: bool) -> np.ndarray:
+        hop, opts = self.hop, self.options
         ctx = 0 if self.mel_context is None else self.mel_context.shape[-1]
         full = mel if ctx == 0 else torch.cat([self.mel_context, mel], dim=-1)
-        pcm, source = self.decoder.vocode(full, self.source_context, self.frames_in - ctx)
+        n = full.shape[-1]
+        hold = 0 if final else min(opts.vocoder_hold_frames, mel.shape[-1])
+        pcm, source = self.decoder.vocode(full, self.source_cache, self.state, (n - hold) * hop)
         pcm = pcm.cpu().numpy().astype(np.float32)
         held = len(self.held)
-        start = ctx * self.hop - held
-        out = pcm[start:].copy()
-        if held:
-            fade_in, fade_out = hamming_fade(held)
-            out[:held] = self.held * fade_out + out[:held] * fade_in
-        keep = 0 if final else min(self.options.vocoder_hold_frames * self.hop, len(out) - held)
-        keep = max(keep, 0)
-        self.held = out[len(out) - keep :].copy() if keep else np.zeros(0, dtype=np.float32)
-        self.frames_in += mel.shape[-1]
-        n_ctx = min(self.options.vocoder_context_frames, full.shape[-1])
-        self.mel_context = full[:, :, full.shape[-1] - n_ctx :]
-        self.source_context = source[:, :, source.shape[-1] - n_ctx * self.hop :]
-        return out[: len(out) - keep]
+        out = pcm[ctx * hop - held : (n - hold) * hop].copy()
+        fade = min(held, hop)  # the held PCM is still exact at its start, far from its old right edge
+        if fade:
+            fade_in, fade_out = crossfade_weights(fade)
+            out[:fade] = self.held[:fade] * fade_out + out[:fade] * fade_in
+        self.held = pcm[(n - hold) * hop :].copy()
+        keep = min(opts.vocoder_context_frames, n)
+        self.mel_context = full[:, :, n - keep :]
+        self.source_cache = source[:, :, (n - keep) * hop : (n - hold) * hop]
+        return out
 
 
 class DecoderStream:
@@ -192,7 +203,7 @@ class DecoderStream:
             new = self.tentative
         if self.tentative is not None and new is not self.tentative:
             n = self.tentative.shape[-1]
-            fade_in, fade_out = (torch.as_tensor(w, dtype=new.dtype, device=new.device) for w in hamming_fade(n))
+            fade_in, fade_out = (torch.as_tensor(w, dtype=new.dtype, device=new.device) for w in crossfade_weights(n))
             new = new.clone()
             new[:, :, :n] = self.tentative * fade_out + new[:, :, :n] * fade_in
         keep = 0 if final else min(opts.overlap_frames, new.shape[-1])

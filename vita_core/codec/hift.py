@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from vita_core.codec.hift_source import F0Predictor, HarmonicSource, ResBlock, upsample_f0, weight_normed
+from vita_core.codec.hift_source import ExcitationState, F0Predictor, HarmonicSource, ResBlock, upsample_f0, weight_normed
 from vita_core.errors import CheckpointError, InputError
 
 _PARAM_G = ".parametrizations.weight.original0"
@@ -175,17 +175,26 @@ class HiFTVocoder(nn.Module):
         return self.config.sampling_rate
 
     def forward(self, mel: torch.Tensor, cache_source: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, state: ExcitationState | None = None,
+                commit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Vocode; `cache_source` [B, 1, S] (the tail of the previous chunk's source) overwrites the
-        first S source samples so a streamed chunk continues the previous excitation."""
+        first S source samples so a streamed chunk continues the previous excitation.
+
+        With `state`, the excitation after the cached samples continues the state's phase and
+        noise (see ExcitationState), and the state moves to sample `commit` of this call.
+        """
         config, n_fft, hop = self.config, self.config.istft_params.n_fft, self.config.istft_params.hop_len
         if mel.dim() != 3 or mel.shape[1] != config.in_channels or mel.shape[2] == 0:
             raise InputError(f"vocoder input must be a mel of shape [batch, {config.in_channels}, frames >= 1], "
                              f"got {tuple(mel.shape)}")
-        f0 = self.f0_predictor(mel)
-        source = self.m_source(upsample_f0(f0, config.samples_per_frame), generator)
-        if cache_source is not None and cache_source.shape[-1] > 0:
-            cached = cache_source.shape[-1]
+        f0 = upsample_f0(self.f0_predictor(mel), config.samples_per_frame)
+        cached = 0 if cache_source is None else cache_source.shape[-1]
+        if state is not None:
+            fresh = self.m_source(f0[:, :, cached:], state=state, commit=None if commit is None else commit - cached)
+            source = torch.cat([torch.zeros_like(f0[:, :, :cached], dtype=fresh.dtype), fresh], dim=-1)
+        else:
+            source = self.m_source(f0, generator)
+        if cached > 0:
             if cached > source.shape[-1] or cache_source.shape[:2] != source.shape[:2]:
                 raise InputError(f"cache_source of shape {tuple(cache_source.shape)} does not fit a source of shape "
                                  f"{tuple(source.shape)}; pass the tail of the previous chunk's source")
@@ -217,9 +226,10 @@ class HiFTVocoder(nn.Module):
 
     @torch.inference_mode()
     def inference(self, mel: torch.Tensor, cache_source: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None, state: ExcitationState | None = None,
+                  commit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` without autograd bookkeeping."""
-        return self.forward(mel, cache_source, generator)
+        return self.forward(mel, cache_source, generator, state, commit)
 
 
 def _to_released_names(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:

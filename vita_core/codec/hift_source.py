@@ -8,6 +8,7 @@ as it is; `hift.py` assembles these into the vocoder.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -119,10 +120,63 @@ class HarmonicSource(nn.Module):
         noise = torch.randn(waves.shape, generator=generator, device=noise_device).to(device)
         return waves * voiced + noise_amp * noise
 
-    def forward(self, f0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        sines = self.sines(f0, generator).to(self.l_linear.weight.dtype)
-        merged = self.l_linear(sines.transpose(1, 2))
+    @torch.no_grad()
+    def continued_sines(self, f0: torch.Tensor, state: ExcitationState, commit: int | None) -> torch.Tensor:
+        """Like `sines`, but continuing `state`'s running phase, with its fixed start phases and its
+        position-seeded noise; moves `state` to sample `commit` of this call (None: no move)."""
+        f0 = f0.float()
+        multiples = torch.arange(1, self.harmonics + 2, dtype=torch.float64, device=f0.device)[None, :, None]
+        cycles = f0.double() * multiples / self.sample_rate
+        start = state.cycles if state.cycles is not None else torch.zeros_like(cycles[:, :, :1])
+        running = start + torch.cumsum(cycles, dim=-1)
+        theta = (2 * math.pi * (running % 1)).float()
+        waves = self.sine_amp * torch.sin(theta + state.start_phases(f0.shape[0], self.harmonics + 1).to(f0.device))
+        voiced = (f0 > self.voiced_threshold).to(f0.dtype)
+        noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
+        noise = state.noise(f0.shape[0], self.harmonics + 1, f0.shape[-1]).to(f0.device)
+        if commit is not None:
+            state.cycles = (running[:, :, commit - 1 : commit] if commit > 0 else start) % 1
+            state.position += commit
+        return waves * voiced + noise_amp * noise
+
+    def forward(self, f0: torch.Tensor, generator: torch.Generator | None = None,
+                state: ExcitationState | None = None, commit: int | None = None) -> torch.Tensor:
+        if state is None:
+            sines = self.sines(f0, generator)
+        else:
+            sines = self.continued_sines(f0, state, commit)
+        merged = self.l_linear(sines.to(self.l_linear.weight.dtype).transpose(1, 2))
         return torch.tanh(merged).transpose(1, 2)
+
+
+@dataclass
+class ExcitationState:
+    """The excitation of one utterance vocoded in pieces, kept equal to vocoding it at once.
+
+    The reference redraws start phases and noise at every call and restarts the running phase,
+    so pieces never line up. Here the start phases come from `seed`, the noise of sample n is
+    drawn from a generator seeded by n's block, and the running phase (in cycles) is carried to
+    `position`, the absolute index of the next sample to synthesise.
+    """
+
+    seed: int
+    position: int = 0
+    cycles: torch.Tensor | None = None  # [B, harmonics + 1, 1] float64
+    block: int = 4096
+
+    def start_phases(self, batch: int, count: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        phases = (torch.rand(batch, count, 1, generator=gen) * 2 - 1) * math.pi
+        phases[:, 0] = 0
+        return phases
+
+    def noise(self, batch: int, count: int, length: int) -> torch.Tensor:
+        """Standard normal noise [batch, count, length] for samples position .. position+length-1."""
+        first, last = self.position // self.block, (self.position + max(length, 1) - 1) // self.block
+        parts = [torch.randn(batch, count, self.block, generator=torch.Generator().manual_seed(self.seed * 7919 + b))
+                 for b in range(first, last + 1)]
+        offset = self.position - first * self.block
+        return torch.cat(parts, dim=-1)[:, :, offset : offset + length]
 
 
 def upsample_f0(f0: torch.Tensor, factor: int) -> torch.Tensor:
