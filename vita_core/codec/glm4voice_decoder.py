@@ -38,7 +38,7 @@ class DecodeOptions:
     first_chunk_steps: int = 1
     first_chunk_codes: int = 8  # Boost's first audio block, so sound leaves after the first forward pass
     chunk_codes: int = 20
-    context_codes: int = 30
+    context_codes: int = 10  # about 0.8 s of earlier codes and their mel, the flow's prompt
     overlap_frames: int = 8
     vocoder_context_frames: int = 24  # both above HiFT's receptive field, so pieces join exactly
     vocoder_hold_frames: int = 12
@@ -186,9 +186,7 @@ class DecoderStream:
     def _chunk(self, final: bool) -> np.ndarray:
         opts, cfg = self.options, self.flow.cfg
         total = self.offset + len(self.codes)
-        block = cfg.encoder.block_size
-        start = max(0, self.done - opts.context_codes) // block * block
-        start = max(start, self.offset)
+        start = max(self.offset, self.done - opts.context_codes)
         start_frame, end_frame = cfg.frames_for(start), cfg.frames_for(total)
         new = torch.zeros(1, cfg.output_size, 0, device=self.decoder.device)
         if end_frame > start_frame and total > self.done:
@@ -220,8 +218,7 @@ class DecoderStream:
         """Keep only the codes and mel frames a future context window can reach."""
         cfg, opts = self.flow.cfg, self.options
         self.mel_history = torch.cat([self.mel_history, ready], dim=-1)
-        block = cfg.encoder.block_size
-        earliest = max(0, total - opts.context_codes - block) // block * block
+        earliest = max(0, total - opts.context_codes)
         if earliest > self.offset:
             del self.codes[: earliest - self.offset]
             self.offset = earliest
