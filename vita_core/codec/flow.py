@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vita_core.codec.cuda_graphs import GraphedModule
 from vita_core.codec.flow_encoder import BlockConformerEncoder, EncoderConfig
 from vita_core.codec.flow_estimator import EstimatorConfig, FlowEstimator
 
@@ -94,6 +95,11 @@ class FlowDecoder(nn.Module):
         self.encoder_proj = nn.Linear(cfg.encoder.output_size, cfg.output_size)
         self.length_regulator = LengthRegulator(cfg.output_size, cfg.regulator_layers)
         self.decoder = CFMSolver(cfg)
+        self.graphed: GraphedModule | None = None
+
+    def use_cuda_graphs(self, enabled: bool = True) -> None:
+        """Replay the estimator through CUDA graphs (one capture per window length) on a GPU."""
+        self.graphed = GraphedModule(self.decoder.estimator) if enabled and torch.cuda.is_available() else None
 
     def condition(self, codes: torch.Tensor, frames: int) -> torch.Tensor:
         """[N] codes -> mu [1, 80, frames], the encoder's content at the mel frame rate."""
@@ -126,7 +132,7 @@ class FlowDecoder(nn.Module):
             times = 1 - torch.cos(times * 0.5 * math.pi)
         rate = self.cfg.cfg_rate
         mu2, spk2, cond2 = (torch.cat([v, torch.zeros_like(v)]) for v in (mu, spk, cond))
-        estimator = self.decoder.estimator
+        estimator = self.graphed if self.graphed is not None and device.type == "cuda" else self.decoder.estimator
         for k in range(steps):
             t, dt = times[k], times[k + 1] - times[k]
             if rate > 0:

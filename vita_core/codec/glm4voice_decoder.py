@@ -227,9 +227,13 @@ class DecoderStream:
 
 
 def load_glm4voice_decoder(
-    folder: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, options: DecodeOptions | None = None
+    folder: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, options: DecodeOptions | None = None,
+    cuda_graphs: bool = True,
 ) -> GLM4VoiceDecoder:
-    """The released glm-4-voice-decoder folder -> a ready decoder (flow in `dtype`, HiFT in fp32)."""
+    """The released glm-4-voice-decoder folder -> a ready decoder (flow in `dtype`, HiFT in fp32).
+
+    On a GPU the flow's estimator is replayed through CUDA graphs unless `cuda_graphs` is False.
+    """
     folder = Path(folder)
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
@@ -241,5 +245,6 @@ def load_glm4voice_decoder(
     if hift.config.sampling_rate != sample_rate:
         raise CheckpointError(f"{folder}/config.yaml: hift sampling_rate {hift.config.sampling_rate} != sample_rate {sample_rate}")
     flow.to(device=device, dtype=dtype or torch.float32).eval()
+    flow.use_cuda_graphs(cuda_graphs and str(device).startswith("cuda"))
     hift.to(device=device).eval()
     return GLM4VoiceDecoder(flow, hift, sample_rate, options or DecodeOptions())
