@@ -28,3 +28,20 @@ def test_bench_rejects_bad_flags():
     assert bad.exit_code == 1 and "schedule" in bad.output
     bad = runner.invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "4"])
     assert bad.exit_code == 1 and "--new-tokens 4 is too small" in bad.output
+
+
+def test_decoder_bench_times_every_chunk(decoder_dir):
+    result = CliRunner().invoke(app, ["bench", "--decoder", str(decoder_dir), "--decoder-chunks", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["chunk_ms"]) == 3 and data["first_chunk_codes"] == 8 and data["chunk_codes"] == 20
+    # 8 + 3 * 20 codes -> int(68 / 12.5 * 22050 / 256) frames of 256 samples
+    assert round(data["audio_seconds"] * 22050) == 468 * 256
+    assert data["first_chunk_audio_ms"] > 0 and data["stream_rtf"] > 0 and data["reference_last_over_first"] > 0
+
+
+def test_decoder_bench_rejects_bad_flags(decoder_dir):
+    result = CliRunner().invoke(app, ["bench", "--decoder", str(decoder_dir), "--decoder-chunks", "1"])
+    assert result.exit_code != 0 and "at least 2 chunks" in result.output
+    result = CliRunner().invoke(app, ["bench", "--decoder", "/nonexistent/decoder"])
+    assert result.exit_code != 0 and "lacks config.yaml" in result.output
