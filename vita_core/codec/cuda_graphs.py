@@ -8,20 +8,45 @@ removes the launches; the arithmetic, and so the result, is the same as running 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 from torch import nn
 
+Entry = tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]
+
 
 class GraphedModule:
-    """Call `module(*tensors)` through a CUDA graph captured per input shapes (LRU of `max_graphs`)."""
+    """Runs `module(*tensors)` through a CUDA graph per input shapes (an LRU of `max_graphs`).
+
+    A capture costs a few eager calls, so a shape is captured only when a second solve uses it:
+    the recurring shapes (every full streaming chunk) are replayed, one-off shapes (a final chunk,
+    a one-shot decode) run eagerly.
+    """
 
     def __init__(self, module: nn.Module, max_graphs: int = 8, warmup: int = 2) -> None:
         self.module, self.max_graphs, self.warmup = module, max_graphs, warmup
-        self.graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = OrderedDict()
+        self.graphs: OrderedDict[tuple, Entry] = OrderedDict()
+        self.seen: OrderedDict[tuple, None] = OrderedDict()
         self.pool = torch.cuda.graph_pool_handle()
 
-    def _capture(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
+    def prepare(self, *args: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """The callable to use for a solve whose steps all take tensors shaped like `args`."""
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        if key in self.graphs:
+            self.graphs.move_to_end(key)
+            return self._replayer(self.graphs[key])
+        if key not in self.seen:
+            self.seen[key] = None
+            if len(self.seen) > 64:
+                self.seen.popitem(last=False)
+            return self.module
+        self.graphs[key] = self._capture(args)
+        if len(self.graphs) > self.max_graphs:
+            self.graphs.popitem(last=False)
+        return self._replayer(self.graphs[key])
+
+    def _capture(self, args: tuple[torch.Tensor, ...]) -> Entry:
         static = [a.clone() for a in args]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -34,18 +59,14 @@ class GraphedModule:
             out = self.module(*static)
         return graph, static, out
 
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
-        key = tuple((tuple(a.shape), a.dtype) for a in args)
-        entry = self.graphs.get(key)
-        if entry is None:
-            entry = self._capture(args)
-            self.graphs[key] = entry
-            if len(self.graphs) > self.max_graphs:
-                self.graphs.popitem(last=False)
-        else:
-            self.graphs.move_to_end(key)
+    @staticmethod
+    def _replayer(entry: Entry) -> Callable[..., torch.Tensor]:
         graph, static, out = entry
-        for buffer, value in zip(static, args):
-            buffer.copy_(value)
-        graph.replay()
-        return out.clone()
+
+        def replay(*args: torch.Tensor) -> torch.Tensor:
+            for buffer, value in zip(static, args):
+                buffer.copy_(value)
+            graph.replay()
+            return out.clone()
+
+        return replay

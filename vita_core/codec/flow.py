@@ -132,7 +132,11 @@ class FlowDecoder(nn.Module):
             times = 1 - torch.cos(times * 0.5 * math.pi)
         rate = self.cfg.cfg_rate
         mu2, spk2, cond2 = (torch.cat([v, torch.zeros_like(v)]) for v in (mu, spk, cond))
-        estimator = self.graphed if self.graphed is not None and device.type == "cuda" else self.decoder.estimator
+        estimator = self.decoder.estimator
+        ts = times[:1].expand(2 if rate > 0 else 1)
+        if self.graphed is not None and device.type == "cuda":
+            shapes = (x.expand(2, -1, -1), mu2, ts, spk2, cond2) if rate > 0 else (x, mu, ts, spk, cond)
+            estimator = self.graphed.prepare(*shapes)
         for k in range(steps):
             t, dt = times[k], times[k + 1] - times[k]
             if rate > 0:

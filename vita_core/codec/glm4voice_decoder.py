@@ -81,9 +81,10 @@ class GLM4VoiceDecoder:
         """PCM length that `num_codes` codes decode to."""
         return self.frames_for(num_codes) * self.samples_per_frame
 
-    def check_codes(self, codes: Sequence[int]) -> torch.Tensor:
-        ids = torch.as_tensor(np.asarray(codes, dtype=np.int64).reshape(-1), device=self.device)
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.flow.cfg.vocab_size):
+    def check_codes(self, codes: Sequence[int]) -> np.ndarray:
+        """Codes as int64, or an InputError when one is outside the codebook."""
+        ids = np.asarray(codes, dtype=np.int64).reshape(-1)
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.flow.cfg.vocab_size):
             raise InputError(f"speech codes must lie in [0, {self.flow.cfg.vocab_size}); got {int(ids.min())}..{int(ids.max())}")
         return ids
 
@@ -98,7 +99,7 @@ class GLM4VoiceDecoder:
     @torch.inference_mode()
     def mel(self, codes: Sequence[int], steps: int | None = None) -> torch.Tensor:
         """All codes at once -> [1, 80, frames] mel."""
-        ids = self.check_codes(codes)
+        ids = torch.as_tensor(self.check_codes(codes), device=self.device)
         return self.flow.mel(ids, self.frames_for(ids.numel()), steps or self.options.steps, seed=self.options.seed)
 
     def decode(self, codes: Sequence[int], steps: int | None = None) -> tuple[np.ndarray, int]:
@@ -170,8 +171,7 @@ class DecoderStream:
         self.window_codes: list[int] = []  # codes in each flow window, for tests and benches
 
     def push(self, codes: Sequence[int]) -> np.ndarray:
-        ids = self.decoder.check_codes(codes)
-        self.codes.extend(int(c) for c in ids.tolist())
+        self.codes.extend(self.decoder.check_codes(codes).tolist())
         pending = self.offset + len(self.codes) - self.done
         need = self.options.first_chunk_codes if self.chunks == 0 else self.options.chunk_codes
         if pending >= need:
