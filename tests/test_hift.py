@@ -125,9 +125,9 @@ def test_load_rejects_mismatched_weights_by_key(tiny, tmp_path):
     with pytest.raises(CheckpointError, match=r"`conv_pre.bias` has shape \(32,\).*\(64,\)"):
         load_hift(path, wider)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt is not a readable"):
+    with pytest.raises(CheckpointError, match="cannot read .*junk.pt"):
         load_hift(tmp_path / "junk.pt", TINY)
-    with pytest.raises(CheckpointError, match="needs hift.pt"):
+    with pytest.raises(CheckpointError, match="absent.pt not found"):
         load_hift(tmp_path / "absent.pt", TINY)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from vita_core.codec.hift_source import ExcitationState, F0Predictor, HarmonicSource, ResBlock, upsample_f0, weight_normed
+from vita_core.codec.weights import read_torch_state
 from vita_core.errors import CheckpointError, InputError
 
 _PARAM_G = ".parametrizations.weight.original0"
@@ -277,16 +278,7 @@ def load_hift_state_dict(model: HiFTVocoder, state: Mapping[str, torch.Tensor]) 
 
 def load_hift(path: str | Path, config: HiFTConfig, fold: bool = True) -> HiFTVocoder:
     """Read a released `hift.pt` into a vocoder in eval mode (weight norm folded unless fold=False)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found; the decoder folder needs hift.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path} is not a readable PyTorch state dict ({exc.__class__.__name__}); "
-                              "re-download it") from exc
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = read_torch_state(Path(path))
     model = HiFTVocoder(config)
     load_hift_state_dict(model, state)
     model.eval()
