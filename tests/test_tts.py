@@ -13,6 +13,7 @@ import speech_fakes
 from vita_cli.main import app
 from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
 from vita_core.errors import CheckpointError, InputError
+from vita_core.model import checkpoint
 from vita_core.speech import load_speech_model, resolve_folder
 from vita_core.tts import tts_prompt
 
@@ -97,12 +98,15 @@ def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_p
     else:
         (broken / "hift.pt").write_bytes((decoder_dir / "hift.pt").read_bytes()[:4096])
     monkeypatch.chdir(tmp_path)
+    loaded = []
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: loaded.append(a))
     args = [*real_args]
     args[args.index("--decoder-dir") + 1] = str(broken)
     r = run([TEXT, "--out", "x.wav", *args])
     assert r.exit_code == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(broken) in last and message in last
+    assert loaded == []  # the broken folder failed before the slow model load
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder"]  # no x.wav, no temp file
 
 

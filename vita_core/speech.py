@@ -228,12 +228,9 @@ def load_speech_model(
     if read_config(folder).get("model_type") == PLUS_MODEL_TYPE:
         raise CheckpointError(f"{folder} is a VITA-Audio-Plus checkpoint (model_type {PLUS_MODEL_TYPE}), whose "
                               "SenseVoice audio encoder vita does not load yet; use VITA-Audio-Boost or -Balance")
-    say(f"loading {folder} on {device}")
     tokenizer = load_tokenizer(folder)
     tokens = layout_from_tokenizer(tokenizer)
-    net = load_model(folder, device=device, dtype=torch_dtype)
-    ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
-    encoder = decoder = None
+    encoder = decoder = None  # the codecs load first: a broken folder fails before the slow model load
     if enc_dir is not None:
         say(f"loading speech tokenizer {enc_dir}")
         encoder = codec.load_encoder(enc_dir, device=device)
@@ -243,6 +240,9 @@ def load_speech_model(
     if dec_dir is not None:
         say(f"loading speech decoder {dec_dir}")
         decoder = codec.load_decoder(dec_dir, device=device)
+    say(f"loading {folder} on {device}")
+    net = load_model(folder, device=device, dtype=torch_dtype)
+    ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
     return SpeechModel(
         folder=folder, model=net, tokenizer=tokenizer, tokens=tokens, chat=ChatFormat(tokenizer, tokens),
         engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),
