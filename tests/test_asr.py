@@ -131,8 +131,10 @@ def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_ch
 
 
 @pytest.mark.parametrize("command", ["asr", "chat"])
-def test_a_plus_checkpoint_is_refused_before_loading(codec_dirs, recordings, tiny_checkpoint_f32, tmp_path, command):
+def test_a_plus_checkpoint_is_refused_before_loading(codec_dirs, recordings, tiny_checkpoint_f32, tmp_path,
+                                                    monkeypatch, command):
     """VITA-Audio-Plus (model_type qwen2_mtp_sensevoice): one line naming it, not a key-mismatch report."""
+    monkeypatch.chdir(tmp_path)
     plus = tmp_path / "VITA-Audio-Plus-Boost"
     plus.mkdir()
     for f in tiny_checkpoint_f32.iterdir():
@@ -148,3 +150,4 @@ def test_a_plus_checkpoint_is_refused_before_loading(codec_dirs, recordings, tin
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {plus} is a VITA-Audio-Plus checkpoint (model_type qwen2_mtp_sensevoice), whose SenseVoice audio "
         "encoder vita does not load yet; use VITA-Audio-Boost or -Balance")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["VITA-Audio-Plus-Boost"]  # no transcripts written
