@@ -1,7 +1,9 @@
 """Small stand-ins for the GLM-4-Voice codec that follow vita_core.codec.base's protocol.
 
-Used until the real codec lands: the encoder gives one code per 80 ms frame (12.5 codes/s at
-16 kHz) from the frame's energy; the decoder gives 1764 samples per code at 22.05 kHz.
+Instant, for tests where the codec's sound does not matter (error paths, barge-in, batch layout);
+the real tiny codec folders are tested end to end in test_tts/test_chat/test_asr. The encoder gives
+one code per 80 ms frame (12.5 codes/s at 16 kHz) from the frame's energy; the decoder gives 1764
+samples per code at 22.05 kHz.
 """
 
 import numpy as np

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,9 @@ from typer.testing import CliRunner
 
 import speech_fakes
 from vita_cli.main import app
+from vita_core.codec import load_encoder
+from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
+from vita_core.codec.tiny_glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
 from vita_core.chat.devices import FileOutput
 from vita_core.chat.loop import STAGES, ChatSession, Conversation
 from vita_core.chat.vad import SpeechStart, Utterance
@@ -47,12 +49,21 @@ def script(tmp_path_factory):
     return path
 
 
-def test_scripted_conversation_logs_every_stage(codec_dirs, script, tiny_checkpoint_f32, tmp_path):
+@pytest.fixture(scope="module")
+def speech_tokenizer_dir(tmp_path_factory):
+    """A tiny random-init glm-4-voice-tokenizer folder in the released format."""
+    return build_tiny_glm4voice_tokenizer(tmp_path_factory.mktemp("speech_tokenizer") / "glm-4-voice-tokenizer")
+
+
+def test_scripted_conversation_logs_every_stage(clean_speech_env, script, tiny_checkpoint_f32, speech_tokenizer_dir,
+                                                decoder_dir, tmp_path):
+    """The real (tiny) speech tokenizer and decoder folders: no fakes."""
     log, saved = tmp_path / "turns.jsonl", tmp_path / "audio"
     r = runner.invoke(app, ["chat", "--input-wav", str(script), "--log", str(log), "--save-audio", str(saved),
-                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]),
-                            "--decoder-dir", str(codec_dirs[1]), "--device", "cpu", "--max-new-tokens", "24"])
+                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(speech_tokenizer_dir),
+                            "--decoder-dir", str(decoder_dir), "--device", "cpu", "--max-new-tokens", "24"])
     assert r.exit_code == 0, r.output
+    encoder, decoder = load_encoder(speech_tokenizer_dir), load_glm4voice_decoder(decoder_dir)
     turns = [json.loads(line) for line in log.read_text().splitlines()]
     assert [t["index"] for t in turns] == [1, 2]
     for turn, spoken in zip(turns, utterances()):
@@ -61,11 +72,13 @@ def test_scripted_conversation_logs_every_stage(codec_dirs, script, tiny_checkpo
         s = turn["stages_ms"]
         assert s["audio_encoded"] < s["first_text_token"] and s["first_audio_codes"] <= s["first_sound_out"]
         assert abs(turn["user_seconds"] - len(spoken) / 16000) < 0.6  # the VAD's cut of the sentence
-        assert turn["answer_codes"] > 0 and not turn["interrupted"]
+        assert turn["answer_codes"] > 0 and not turn["interrupted"] and turn["stop_reason"] == "length"
         answer = sf.info(turn["files"]["answer"])
-        assert answer.frames == turn["answer_codes"] * speech_fakes.SAMPLES_PER_CODE
-        assert sf.info(turn["files"]["user"]).frames == round(turn["user_seconds"] * 16000)
-        assert turn["user_codes"] == int(turn["user_seconds"] * 12.5)
+        assert answer.samplerate == 22050 and answer.frames == decoder.samples_for(turn["answer_codes"])
+        user, rate = sf.read(turn["files"]["user"], dtype="float32")
+        assert rate == 16000 and len(user) == round(turn["user_seconds"] * 16000)
+        assert turn["user_codes"] == encoder.num_codes(len(user)) == len(encoder.encode(user, 16000))
+    assert sorted(p.name for p in saved.iterdir()) == [f"turn00{i}_{w}.wav" for i in (1, 2) for w in ("answer", "user")]
     assert "turn: 2" in r.stdout
 
 
@@ -152,53 +165,56 @@ pcm.fakespk {{ type plug; slave {{ pcm "spkfile"; format S16_LE; rate 22050; cha
 pcm.!default {{ type asym; playback.pcm "fakespk"; capture.pcm "fakemic" }}
 """
 
-RUN_WITH_FAKE_CODEC = textwrap.dedent("""
-    import sys
-    sys.path[:0] = [{tests!r}, {repo!r}]
-    import speech_fakes, vita_core.codec as codec
-    codec.load_encoder = lambda folder, name="glm4voice", device="cpu": speech_fakes.FakeEncoder()
-    codec.load_decoder = lambda folder, name="glm4voice", device="cpu": speech_fakes.FakeDecoder()
-    from vita_cli.main import app
-    app(sys.argv[1:])
-""")
-
-
-def test_real_sounddevice_path_through_alsa_file_devices(tmp_path, tiny_checkpoint_f32):
-    """PortAudio + ALSA: a fake microphone reading a raw PCM file, a fake speaker writing one."""
+def test_real_sounddevice_path_through_alsa_file_devices(tmp_path, tiny_checkpoint_f32, speech_tokenizer_dir,
+                                                         decoder_dir):
+    """PortAudio + ALSA: a fake microphone reading a raw PCM file, a fake speaker writing one; real codec."""
     a, _ = utterances()
     mic, spk = tmp_path / "mic.raw", tmp_path / "spk.raw"
     pcm = np.concatenate([np.zeros(8000, dtype=np.float32), a, np.zeros(32000, dtype=np.float32)])
     (pcm * 32767).astype("<i2").tofile(mic)
     (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(mic=mic, spk=spk))
-    script = tmp_path / "run.py"
-    script.write_text(RUN_WITH_FAKE_CODEC.format(tests=str(REPO / "tests"), repo=str(REPO)))
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200"}
-    listing = subprocess.run([sys.executable, str(script), "chat", "--list-devices"], env=env, capture_output=True,
-                             text=True, timeout=120)
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    vita = [sys.executable, "-m", "vita_cli"]
+    folders = ["--model", str(tiny_checkpoint_f32), "--decoder-dir", str(decoder_dir), "--device", "cpu",
+               "--max-new-tokens", "24"]
+    listing = subprocess.run([*vita, "chat", "--list-devices"], env=env, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0 and "fakemic" in listing.stdout and "fakespk" in listing.stdout
-    log = tmp_path / "turns.jsonl"
-    run = subprocess.run([sys.executable, str(script), "chat", "--input-device", "fakemic", "--output-device",
-                          "fakespk", "--max-turns", "1", "--log", str(log), "--model", str(tiny_checkpoint_f32),
-                          "--tokenizer-dir", str(tmp_path), "--decoder-dir", str(tmp_path), "--device", "cpu",
-                          "--max-new-tokens", "24"], env=env, capture_output=True, text=True, timeout=120)
+    log, saved = tmp_path / "turns.jsonl", tmp_path / "saved"
+    run = subprocess.run([*vita, "chat", "--input-device", "fakemic", "--output-device", "fakespk", "--max-turns", "1",
+                          "--log", str(log), "--save-audio", str(saved), "--tokenizer-dir", str(speech_tokenizer_dir),
+                          *folders], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     (turn,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert turn["user_codes"] > 0 and turn["answer_codes"] > 0
     assert all(v is not None for v in turn["stages_ms"].values())
-    played = np.fromfile(spk, dtype="<i2").astype(np.float32) / 32767
-    loud = played[np.abs(played) > 0.01]
-    assert loud.size > 0.5 * turn["answer_codes"] * speech_fakes.SAMPLES_PER_CODE  # the answer reached the speaker
-    assert np.abs(played).max() == pytest.approx(0.3, abs=0.01)  # the fake decoder's sine amplitude
+    answer = sf.read(turn["files"]["answer"], dtype="int16")[0]
+    assert len(answer) == load_glm4voice_decoder(decoder_dir).samples_for(turn["answer_codes"])
+    assert_played(np.fromfile(spk, dtype="<i2"), answer)
 
     spk2 = tmp_path / "spk2.raw"
     (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(mic=mic, spk=spk2))
-    tts = subprocess.run([sys.executable, str(script), "tts", "Play this.", "--play", "--json", "--model",
-                          str(tiny_checkpoint_f32), "--decoder-dir", str(tmp_path), "--device", "cpu",
-                          "--max-new-tokens", "24"], env=env, capture_output=True, text=True, timeout=120)
+    out = tmp_path / "played.wav"
+    tts = subprocess.run([*vita, "tts", "Play this.", "--play", "--out", str(out), "--json", *folders], env=env,
+                         capture_output=True, text=True, timeout=120)
     assert tts.returncode == 0, tts.stderr
-    meta = json.loads(tts.stdout)
-    samples = meta["samples"]
-    assert samples == meta["num_codes"] * speech_fakes.SAMPLES_PER_CODE > 0
-    played = np.fromfile(spk2, dtype="<i2").astype(np.float32) / 32767
-    start = int(np.argmax(np.abs(played) > 0))
-    assert np.count_nonzero(played[start:]) >= 0.95 * samples  # all of it reached the default speaker
+    assert json.loads(tts.stdout)["samples"] == sf.info(str(out)).frames > 0
+    assert_played(np.fromfile(spk2, dtype="<i2"), sf.read(str(out), dtype="int16")[0])
+
+
+def assert_played(played: np.ndarray, expected: np.ndarray) -> None:
+    """The speaker file holds `expected` (to 1 LSB of rounding) once the silence it was fed while starved is cut."""
+    heard, want = without_gaps(played), without_gaps(expected)
+    assert len(heard) == len(want) > 0.9 * len(expected)
+    assert np.abs(heard.astype(np.int32) - want).max() <= 1
+
+
+def without_gaps(pcm: np.ndarray, min_run: int = 64) -> np.ndarray:
+    """`pcm` less every run of at least `min_run` zero samples (the speaker's underruns, lead-in and tail)."""
+    zero = np.concatenate([[False], pcm == 0, [False]])
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
+    keep = np.ones(len(pcm), dtype=bool)
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if stop - start >= min_run:
+            keep[start:stop] = False
+    return pcm[keep]

@@ -1,6 +1,8 @@
-"""vita tts: files, stdout streaming, stdin, batch, voice prompt, model resolution and error cases."""
+"""vita tts: file, stdout and stdin through the real (tiny) GLM-4-Voice decoder folder; batch, voice prompt,
+model resolution and error cases with the instant fake codec of tests/speech_fakes.py."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,9 +11,11 @@ from typer.testing import CliRunner
 
 import speech_fakes
 from vita_cli.main import app
+from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
 from vita_core.errors import CheckpointError, InputError
+from vita_core.model import checkpoint
 from vita_core.speech import load_speech_model, resolve_folder
-from vita_core.tts import synthesize, tts_prompt
+from vita_core.tts import tts_prompt
 
 runner = CliRunner()
 TEXT = "Hello there."
@@ -32,47 +36,78 @@ def speech(tiny_checkpoint_f32):
     return speech
 
 
-@pytest.fixture(scope="module")
-def reference(speech):
-    """The library's own synthesis of TEXT: codes and PCM, to compare the CLI outputs against."""
-    chunks = []
-    result = synthesize(speech, TEXT, chunks.append, max_new_tokens=int(N))
-    return result, np.concatenate(chunks)
-
-
 def run(args, **kw):
     return runner.invoke(app, ["tts", *args], **kw)
 
 
-def test_file_length_matches_generated_codes(base_args, reference, tmp_path):
-    result, pcm = reference
-    assert result.num_codes > 0 and result.mode == "boost"
-    out = tmp_path / "hello.wav"
-    r = run([TEXT, "--out", str(out), "--json", *base_args])
+@pytest.fixture(scope="module")
+def real_args(tiny_checkpoint_f32, decoder_dir):
+    """The tiny checkpoint with the tiny GLM-4-Voice decoder folder: no fakes anywhere."""
+    return ["--model", str(tiny_checkpoint_f32), "--decoder-dir", str(decoder_dir), "--device", "cpu",
+            "--max-new-tokens", N, "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def real_file(real_args, tmp_path_factory):
+    """One `vita tts TEXT --out x.wav --json` run: (its JSON, the wav path, the folder it was written in)."""
+    folder = tmp_path_factory.mktemp("tts_real")
+    out = folder / "hello.wav"
+    r = run([TEXT, "--out", str(out), "--json", *real_args])
     assert r.exit_code == 0, r.output
-    meta = json.loads(r.stdout)
-    assert meta["num_codes"] == result.num_codes
-    assert meta["backbone_forwards"] == result.backbone_forwards and meta["mtp_forwards"] > 0
-    assert meta["first_audio_ms"] > 0 and meta["real_time_factor"] > 0 and meta["tokens_per_s"] > 0
+    return json.loads(r.stdout), out, folder
+
+
+def test_real_decoder_file_length_matches_generated_codes(real_file, decoder_dir):
+    meta, out, folder = real_file
+    decoder = load_glm4voice_decoder(decoder_dir)
+    assert meta["num_codes"] > 0 and meta["mode"] == "boost" and meta["file"] == str(out)
     info = sf.info(str(out))
-    assert info.samplerate == 22050 and info.frames == result.num_codes * speech_fakes.SAMPLES_PER_CODE
+    assert info.samplerate == 22050 and info.channels == 1 and info.subtype == "PCM_16"
+    assert info.frames == meta["samples"] == decoder.samples_for(meta["num_codes"])
+    assert meta["sample_rate"] == 22050 and meta["audio_seconds"] == pytest.approx(info.frames / 22050)
+    assert meta["first_audio_ms"] > 0 and meta["real_time_factor"] > 0 and meta["tokens_per_s"] > 0
+    assert 0 < meta["backbone_forwards"] < meta["tokens"] and meta["mtp_forwards"] > 0  # Boost: MCTP did the rest
     wav, _ = sf.read(str(out), dtype="float32")
-    expected = speech_fakes.FakeDecoder().decode(result.codes)[0]
-    np.testing.assert_allclose(wav, expected, atol=1 / 32767 + 1e-6)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hello")]  # no temp left behind
+    assert np.abs(wav).max() > 0.001  # the vocoder's output, not silence
+    assert [p.name for p in folder.iterdir()] == ["hello.wav"]  # no temp file left behind
 
 
-def test_stdin_to_stdout_streams_wav_and_pcm(base_args, reference):
-    _, pcm = reference
-    expected = (np.clip(pcm, -1, 1) * 32767).round().astype("<i2").tobytes()
-    r = run(["-", "--out", "-", *base_args], input=TEXT + "\n")
+def test_real_decoder_streams_stdin_to_stdout_as_the_file(real_file, real_args):
+    _, out, _ = real_file
+    pcm = sf.read(str(out), dtype="int16")[0].astype("<i2").tobytes()
+    r = run(["-", "--out", "-", "--format", "pcm", *real_args], input=TEXT + "\n")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes == pcm
+    r = run([TEXT, "--out", "-", *real_args])
     assert r.exit_code == 0, r.stderr
     data = r.stdout_bytes
     assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt " and data[36:40] == b"data"
-    assert int.from_bytes(data[24:28], "little") == 22050
-    assert data[44:] == expected
-    r = run(["-", "--out", "-", "--format", "pcm", *base_args], input=TEXT)
-    assert r.exit_code == 0 and r.stdout_bytes == expected
+    assert int.from_bytes(data[24:28], "little") == 22050 and int.from_bytes(data[34:36], "little") == 16
+    assert data[44:] == pcm
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing flow", "lacks flow.pt: a GLM-4-Voice decoder folder holds config.yaml, flow.pt and hift.pt"),
+    ("corrupt hift", "hift.pt is not a readable PyTorch state dict"),
+])
+def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_path, monkeypatch, damage, message):
+    broken = tmp_path / "decoder"
+    shutil.copytree(decoder_dir, broken)
+    if damage == "missing flow":
+        (broken / "flow.pt").unlink()
+    else:
+        (broken / "hift.pt").write_bytes((decoder_dir / "hift.pt").read_bytes()[:4096])
+    monkeypatch.chdir(tmp_path)
+    loaded = []
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: loaded.append(a))
+    args = [*real_args]
+    args[args.index("--decoder-dir") + 1] = str(broken)
+    r = run([TEXT, "--out", "x.wav", *args])
+    assert r.exit_code == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(broken) in last and message in last
+    assert loaded == []  # the broken folder failed before the slow model load
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder"]  # no x.wav, no temp file
 
 
 def test_batch_to_flac_folder(base_args, tmp_path):

@@ -23,9 +23,18 @@ FILE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 STREAM_FORMATS = ("wav", "pcm")
 
 
+def pcm16(wav: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] -> little-endian int16 (clipped), the one conversion every sink uses.
+
+    Files get these integers too rather than soundfile's own float conversion (libsndfile scales
+    by 32768), so `--out x.wav` and `--out -` of the same run hold the same samples.
+    """
+    return (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2")
+
+
 def to_pcm16(wav: np.ndarray) -> bytes:
     """float32 in [-1, 1] -> little-endian int16 bytes (clipped)."""
-    return (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return pcm16(wav).tobytes()
 
 
 def streaming_wav_header(sample_rate: int, channels: int = 1) -> bytes:
@@ -64,7 +73,7 @@ class FileSink:
 
     def write(self, wav: np.ndarray) -> None:
         if wav.size:
-            self._file.write(np.clip(wav, -1.0, 1.0))
+            self._file.write(pcm16(wav))
             self.frames += int(wav.size)
 
     def close(self) -> None:

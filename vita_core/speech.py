@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 ENV = {"model": "VITA_MODEL", "audio_tokenizer": "VITA_AUDIO_TOKENIZER", "audio_decoder": "VITA_AUDIO_DECODER"}
 FLAGS = {"model": "--model", "audio_tokenizer": "--tokenizer-dir", "audio_decoder": "--decoder-dir"}
+PLUS_MODEL_TYPE = "qwen2_mtp_sensevoice"  # VITA-Audio-Plus: SenseVoice encoder + projector in the weights
 WHAT = {
     "model": "a VITA-Audio checkpoint folder (config.json, model.safetensors, tokenizer.json)",
     "audio_tokenizer": "a GLM-4-Voice speech tokenizer folder",
@@ -213,7 +214,7 @@ def load_speech_model(
     from vita_core import codec
     from vita_core.bench import resolve_device
     from vita_core.generate import Engine
-    from vita_core.model.checkpoint import load_model
+    from vita_core.model.checkpoint import load_model, read_config
     from vita_core.schedule import get_mode
     from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer
 
@@ -224,12 +225,12 @@ def load_speech_model(
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     chosen_mode = get_mode(mode) if mode is not None else None  # validate flags before the slow part
-    say(f"loading {folder} on {device}")
+    if read_config(folder).get("model_type") == PLUS_MODEL_TYPE:
+        raise CheckpointError(f"{folder} is a VITA-Audio-Plus checkpoint (model_type {PLUS_MODEL_TYPE}), whose "
+                              "SenseVoice audio encoder vita does not load yet; use VITA-Audio-Boost or -Balance")
     tokenizer = load_tokenizer(folder)
     tokens = layout_from_tokenizer(tokenizer)
-    net = load_model(folder, device=device, dtype=torch_dtype)
-    ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
-    encoder = decoder = None
+    encoder = decoder = None  # the codecs load first: a broken folder fails before the slow model load
     if enc_dir is not None:
         say(f"loading speech tokenizer {enc_dir}")
         encoder = codec.load_encoder(enc_dir, device=device)
@@ -239,6 +240,9 @@ def load_speech_model(
     if dec_dir is not None:
         say(f"loading speech decoder {dec_dir}")
         decoder = codec.load_decoder(dec_dir, device=device)
+    say(f"loading {folder} on {device}")
+    net = load_model(folder, device=device, dtype=torch_dtype)
+    ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
     return SpeechModel(
         folder=folder, model=net, tokenizer=tokenizer, tokens=tokens, chat=ChatFormat(tokenizer, tokens),
         engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),

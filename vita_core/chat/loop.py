@@ -79,9 +79,11 @@ def _save_wav(path: Path, audio: np.ndarray, rate: int) -> None:
 
     import soundfile as sf
 
+    from vita_core.sinks import pcm16
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
     os.close(fd)
-    sf.write(tmp, audio, rate, subtype="PCM_16")
+    sf.write(tmp, pcm16(audio), rate, subtype="PCM_16")
     os.replace(tmp, path)
 
 
