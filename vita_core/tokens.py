@@ -172,15 +172,19 @@ def layout_from_tokenizer(tokenizer: Any) -> TokenLayout:
 
 
 def load_tokenizer(folder: str | Path) -> Any:
-    """Load the tokenizer shipped in a checkpoint folder (tokenizer.json + tokenizer_config.json)."""
-    from transformers import AutoTokenizer
+    """Load the tokenizer shipped in a checkpoint folder (tokenizer.json + tokenizer_config.json).
+
+    A Qwen2 config is passed so transformers does not read the folder's config.json, whose
+    model_type (`qwen2_mtp`) it does not know and warns about on every load.
+    """
+    from transformers import AutoTokenizer, Qwen2Config
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.json").is_file():
         raise CheckpointError(
             f"{folder} has no tokenizer (tokenizer.json or vocab.json); point --model at a VITA-Audio checkpoint folder"
         )
-    return AutoTokenizer.from_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(folder), config=Qwen2Config())
 
 
 class ChatFormat:
