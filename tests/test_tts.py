@@ -86,11 +86,11 @@ def test_real_decoder_streams_stdin_to_stdout_as_the_file(real_file, real_args):
     assert data[44:] == pcm
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing flow", "lacks flow.pt: a GLM-4-Voice decoder folder holds config.yaml, flow.pt and hift.pt"),
-    ("corrupt hift", "hift.pt is not a readable PyTorch state dict"),
+@pytest.mark.parametrize("damage, fragments", [
+    ("missing flow", ["lacks flow.pt: a GLM-4-Voice decoder folder holds config.yaml, flow.pt and hift.pt"]),
+    ("corrupt hift", ["cannot read ", "hift.pt: ", "; re-download the decoder folder"]),
 ])
-def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_path, monkeypatch, damage, message):
+def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_path, monkeypatch, damage, fragments):
     broken = tmp_path / "decoder"
     shutil.copytree(decoder_dir, broken)
     if damage == "missing flow":
@@ -105,7 +105,8 @@ def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_p
     r = run([TEXT, "--out", "x.wav", *args])
     assert r.exit_code == 1
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and str(broken) in last and message in last
+    assert last.startswith("error: ") and str(broken) in last
+    assert all(f in last for f in fragments), last
     assert loaded == []  # the broken folder failed before the slow model load
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder"]  # no x.wav, no temp file
 
