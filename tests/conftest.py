@@ -74,7 +74,7 @@ def whisper_pt(tmp_path_factory) -> Path:
 @pytest.fixture
 def clean_speech_env(monkeypatch, tmp_path):
     """No model/codec folders from the environment or a user config file."""
-    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER"):
+    for var in ("VITA_MODEL", "VITA_AUDIO_TOKENIZER", "VITA_AUDIO_DECODER", "VITA_SENSEVOICE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 

@@ -9,11 +9,19 @@ import torch
 from vita_core.schedule import BACKBONE, Kind, Layout, LayoutState, Mode
 
 
-def full_hidden(model, seq, producer):
-    """Hidden states of `producer` at every position it covers, computed from scratch."""
+def full_hidden(model, seq, producer, prompt_embeds=None):
+    """Hidden states of `producer` at every position it covers, computed from scratch.
+
+    `prompt_embeds` replace the backbone's input embeddings of the first positions (Plus audio
+    features); the MCTP modules read token embeddings everywhere.
+    """
     ids = torch.tensor(seq).unsqueeze(0)
     emb = model.embed(ids)
-    h = model.backbone(emb, torch.arange(len(seq)).unsqueeze(0), None)
+    inputs = emb
+    if prompt_embeds is not None:
+        inputs = emb.clone()
+        inputs[0, : len(prompt_embeds)] = prompt_embeds
+    h = model.backbone(inputs, torch.arange(len(seq)).unsqueeze(0), None)
     if producer == BACKBONE:
         return h
     for k in range(producer + 1):
@@ -22,12 +30,12 @@ def full_hidden(model, seq, producer):
     return h
 
 
-def reference_generate(model, lay, prompt, mode: Mode, layout: Layout, max_new: int):
+def reference_generate(model, lay, prompt, mode: Mode, layout: Layout, max_new: int, prompt_embeds=None):
     seq, state, out = list(prompt), LayoutState(), []
     producers = mode.producers(max_new, model.num_mtp)
     with torch.no_grad():
         for producer in producers:
-            logits = model.logits(full_hidden(model, seq, producer)[0, -1]).float()
+            logits = model.logits(full_hidden(model, seq, producer, prompt_embeds)[0, -1]).float()
             kind = layout.kind(state)
             if kind is Kind.BOA:
                 token = lay.begin_of_audio

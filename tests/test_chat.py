@@ -20,6 +20,7 @@ from vita_core.chat.devices import FileOutput
 from vita_core.chat.loop import STAGES, ChatSession, Conversation
 from vita_core.chat.vad import SpeechStart, Utterance
 from vita_core.speech import load_speech_model
+from vita_core.tokens import AudioCodes
 
 runner = CliRunner()
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -129,10 +130,10 @@ def test_speaking_during_an_answer_cuts_it(speech):
 
 def test_history_carries_the_exact_answer_ids(speech):
     conv = Conversation(speech, system_prompt="Be brief.")
-    first = conv.prompt([1, 2])
+    first = conv.prompt(AudioCodes([1, 2]))
     answer = [100, speech.tokens.begin_of_audio, speech.tokens.audio_offset + 9, speech.tokens.im_end]
-    conv.commit(first, answer)
-    second = conv.prompt([3])
+    conv.commit(first, AudioCodes([1, 2]), answer)
+    second = conv.prompt(AudioCodes([3]))
     assert second[: len(first) + 3] == first + answer[:3]
     assert second[len(first) + 3] == speech.tokens.im_end
     assert speech.tokenizer.decode(first[: first.index(speech.tokens.im_end)]) == "<|im_start|>system\nBe brief."

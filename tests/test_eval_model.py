@@ -14,7 +14,7 @@ from vita_cli.main import app
 from vita_core.eval.model_runs import in_mode, parse_modes
 from vita_core.eval.wavs import is_complete_wav, write_wav
 from vita_core.speech import load_speech_model
-from vita_core.tts import synthesize, voice_prompt_codes
+from vita_core.tts import synthesize, voice_prompt
 
 runner = CliRunner(env={"COLUMNS": "200"})
 TEXTS = {"a": "Hello, world.", "b": "Doesn't it rain?", "c": "Twenty one."}
@@ -69,8 +69,8 @@ def test_two_modes_write_every_wav_then_score_like_wav_dir(seed_args, calls, met
     speech = load_speech_model(tiny_checkpoint_f32, device="cpu")
     speech.encoder, speech.decoder = speech_fakes.FakeEncoder(), speech_fakes.FakeDecoder()
     chunks = []
-    voice = voice_prompt_codes(speech, meta.parent / "prompts" / "b.wav")
-    synthesize(in_mode(speech, "boost"), TEXTS["b"], chunks.append, voice_codes=voice, max_new_tokens=16)
+    voice = voice_prompt(speech, meta.parent / "prompts" / "b.wav")
+    synthesize(in_mode(speech, "boost"), TEXTS["b"], chunks.append, voice=voice, max_new_tokens=16)
     wav, rate = sf.read(str(out / "boost" / "b.wav"), dtype="float32")
     assert rate == 22050 and wav.size == sum(c.size for c in chunks) > 0
     np.testing.assert_allclose(wav, np.concatenate(chunks), atol=1 / 32767 + 1e-6)

@@ -15,6 +15,7 @@ from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
 from vita_core.errors import CheckpointError, InputError
 from vita_core.model import checkpoint
 from vita_core.speech import load_speech_model, resolve_folder
+from vita_core.tokens import AudioCodes
 from vita_core.tts import tts_prompt
 
 runner = CliRunner()
@@ -123,7 +124,7 @@ def test_batch_to_flac_folder(base_args, tmp_path):
 
 
 def test_voice_prompt_goes_into_a_system_turn(speech, codec_dirs, base_args, tmp_path):
-    ids = tts_prompt(speech, TEXT, voice_codes=[5, 7])
+    ids = tts_prompt(speech, TEXT, voice=AudioCodes([5, 7]))
     lay = speech.tokens
     assert ids[ids.index(lay.begin_of_audio) : ids.index(lay.end_of_audio) + 1] == [
         lay.begin_of_audio, lay.audio_offset + 5, lay.audio_offset + 7, lay.end_of_audio]

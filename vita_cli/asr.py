@@ -24,6 +24,7 @@ def asr(
     output_dir: Path = typer.Option(Path("."), "--output-dir", "-o", help="Folder for the transcripts (created)."),
     model: Optional[Path] = opt.MODEL,
     tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    sensevoice_dir: Optional[Path] = opt.SENSEVOICE_DIR,
     device: str = opt.DEVICE,
     dtype: str = opt.DTYPE,
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens",
@@ -45,9 +46,9 @@ def asr(
     files = [] if from_stdin else collect_inputs(inputs)
     output_stems(files)
     speech = load_speech_model(model, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype,
-                               need_encoder=True, progress=opt.progress(quiet))
+                               need_encoder=True, progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
     if from_stdin:
-        rate = int(speech.encoder.sample_rate)
+        rate = speech.input_rate
         wav = read_audio(io.BytesIO(sys.stdin.buffer.read()), rate, name="stdin")
         transcript = transcribe(speech, wav, rate, name="stdin", max_new_tokens=max_new_tokens)
         write_outputs(transcript, "stdin", output_dir, formats)

@@ -95,6 +95,7 @@ def chat(
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Stop after this many answers."),
     model: Optional[Path] = opt.MODEL,
     tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    sensevoice_dir: Optional[Path] = opt.SENSEVOICE_DIR,
     decoder_dir: Optional[Path] = opt.DECODER_DIR,
     device: str = opt.DEVICE,
     dtype: str = opt.DTYPE,
@@ -134,7 +135,8 @@ def chat(
         raise InputError(f"--input-wav {input_wav} does not exist")
     panel = Panel()
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
-                               need_encoder=True, need_decoder=True, progress=opt.progress(False))
+                               need_encoder=True, need_decoder=True, progress=opt.progress(False),
+                               sensevoice_dir=sensevoice_dir)
     sampling = opt.sampling(speech.sampling, temperature, top_k, top_p, repetition_penalty, seed)
     segmenter = _push_to_talk() if push_to_talk else None
     if segmenter is None:

@@ -16,6 +16,10 @@ TOKENIZER_DIR = typer.Option(None, "--tokenizer-dir",
                              help="GLM-4-Voice speech tokenizer folder (env VITA_AUDIO_TOKENIZER or config file).")
 DECODER_DIR = typer.Option(None, "--decoder-dir",
                            help="GLM-4-Voice speech decoder folder (env VITA_AUDIO_DECODER or config file).")
+SENSEVOICE_DIR = typer.Option(None, "--sensevoice-dir",
+                              help="SenseVoiceSmall folder, the audio input of VITA-Audio-Plus checkpoints "
+                                   "(env VITA_SENSEVOICE or config file; default: the checkpoint folder "
+                                   "when it holds SenseVoice's config.yaml).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 DTYPE = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
 MODE = typer.Option(None, "--mode", help="vanilla, balance, boost, turbo or a list like '1 10 4 10' "

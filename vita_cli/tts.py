@@ -49,6 +49,7 @@ def tts(
     as_json: bool = typer.Option(False, "--json", help="Print metadata as JSON (stderr when --out -)."),
     model: Optional[Path] = opt.MODEL,
     tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    sensevoice_dir: Optional[Path] = opt.SENSEVOICE_DIR,
     decoder_dir: Optional[Path] = opt.DECODER_DIR,
     device: str = opt.DEVICE,
     dtype: str = opt.DTYPE,
@@ -69,7 +70,7 @@ def tts(
     from vita_core.errors import InputError
     from vita_core.sinks import FileSink, StreamSink, check_target
     from vita_core.speech import load_speech_model
-    from vita_core.tts import read_lines, synthesize, voice_prompt_codes
+    from vita_core.tts import read_lines, synthesize, voice_prompt
 
     if batch is not None:
         if text is not None or text_file is not None or out is not None:
@@ -89,9 +90,9 @@ def tts(
     report = err_console if to_stdout else console
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=prompt_wav is not None, need_decoder=True,
-                               progress=opt.progress(as_json or to_stdout))
+                               progress=opt.progress(as_json or to_stdout), sensevoice_dir=sensevoice_dir)
     sampling = opt.sampling(speech.sampling, temperature, top_k, top_p, repetition_penalty, seed)
-    voice = voice_prompt_codes(speech, prompt_wav) if prompt_wav is not None else None
+    voice = voice_prompt(speech, prompt_wav) if prompt_wav is not None else None
     rate = int(speech.decoder.sample_rate)
     speaker = None
     if play:
@@ -117,7 +118,7 @@ def tts(
                 speaker.write(pcm)
 
         try:
-            result = synthesize(speech, line, on_audio, voice_codes=voice, sampling=sampling,
+            result = synthesize(speech, line, on_audio, voice=voice, sampling=sampling,
                                 max_new_tokens=max_new_tokens)
         except BaseException:
             if sink is not None:

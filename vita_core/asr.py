@@ -1,8 +1,8 @@
 """Speech to text: speech-tokenizer codes in the reference's ASR prompt, text-only generation.
 
-The user turn is "Convert the speech to text.\\n" followed by the audio's codes in
-<|begin_of_audio|> ... <|end_of_audio|> (the reference's "<|audio|>" placeholder, filled in);
-the answer is generated with the backbone alone (vanilla) and audio tokens masked out, then
+The user turn is "Convert the speech to text.\\n" followed by the audio in
+<|begin_of_audio|> ... <|end_of_audio|> (the reference's "<|audio|>" placeholder, filled in with
+speech codes, or for a Plus checkpoint with SenseVoice feature slots); the answer is generated with the backbone alone (vanilla) and audio tokens masked out, then
 decoded with special tokens skipped, as the reference's ASR evaluation does.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from vita_core.errors import InputError
 from vita_core.speech import SpeechModel
+from vita_core.tokens import AudioCodes, AudioContext
 
 ASR_TASK = "Convert the speech to text.\n"
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
@@ -32,7 +33,7 @@ class Transcript:
     audio: str
     text: str
     duration: float  # seconds of input audio
-    num_codes: int
+    num_codes: int  # speech codes of the input (Plus: continuous feature vectors)
     tokens: int
     seconds: float  # wall time for encode + generate
 
@@ -65,10 +66,10 @@ def collect_inputs(items: Sequence[str]) -> list[Path]:
     return found
 
 
-def asr_prompt(speech: SpeechModel, codes: Sequence[int]) -> list[int]:
-    from vita_core.tokens import AudioCodes, Message
+def asr_prompt(speech: SpeechModel, audio: AudioCodes | AudioContext) -> list[int]:
+    from vita_core.tokens import Message
 
-    return speech.chat.encode([Message("user", [ASR_TASK, AudioCodes(codes)])])
+    return speech.chat.encode([Message("user", [ASR_TASK, audio])])
 
 
 def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str = "",
@@ -76,21 +77,18 @@ def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str
     """One recording -> text. The token budget defaults to 10 tokens per second of audio plus 20."""
     from vita_core.generate import Sampling, generate_ids
 
-    if speech.tokens.is_plus:
-        raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
-                         "features; vita asr reads the GLM-4-Voice-token checkpoints (Boost, Balance)")
     if wav.size == 0:
         raise InputError(f"{name or 'the audio'} holds no samples")
     start = time.perf_counter()
     duration = wav.size / sample_rate
-    codes = speech.encode(wav, sample_rate)
-    if not codes:
-        raise InputError(f"{name or 'the audio'} is too short ({duration:.2f} s) to give any speech codes")
+    audio = speech.audio_part(wav, sample_rate, name or "the audio")
     budget = max_new_tokens or int(10 * duration) + 20
-    done = generate_ids(speech.engine, asr_prompt(speech, codes), mode="vanilla", layout=speech.text_layout(),
-                        sampling=Sampling(), max_new_tokens=budget)
+    prompt = asr_prompt(speech, audio)
+    done = generate_ids(speech.engine, prompt, mode="vanilla", layout=speech.text_layout(), sampling=Sampling(),
+                        max_new_tokens=budget, prompt_embeds=speech.prompt_embeds(prompt, [audio]))
     text = speech.chat.decode_text(done.tokens).strip()
-    return Transcript(audio=name, text=text, duration=duration, num_codes=len(codes), tokens=len(done.tokens),
+    units = audio.length if isinstance(audio, AudioContext) else len(audio.codes)
+    return Transcript(audio=name, text=text, duration=duration, num_codes=units, tokens=len(done.tokens),
                       seconds=time.perf_counter() - start)
 
 
@@ -163,7 +161,7 @@ def transcribe_files(speech: SpeechModel, files: Sequence[Path], out_dir: Path, 
     from vita_core.errors import VitaError
     from vita_core.speech import read_audio
 
-    rate = int(getattr(speech.encoder, "sample_rate", 16000))
+    rate = speech.input_rate
     failures = 0
     for path, stem in zip(files, output_stems(files)):
         try:

@@ -91,7 +91,9 @@ class GenerationState:
     """Everything one request needs between steps."""
 
     tokens: list[int]
-    embeds: torch.Tensor  # [T_max, H] input embeddings by position
+    embeds: torch.Tensor  # [T_max, H] backbone input embeddings by position
+    token_embeds: torch.Tensor  # [T_max, H] token embeddings (MCTP input); `embeds` itself unless the prompt
+    # came with its own embeddings (Plus audio features), which only the backbone reads
     hidden: torch.Tensor  # [levels, T_max, H]: level 0 backbone, level k+1 module k's output
     seen: list[int]  # per level: next position to process (backbone starts at 0, module k at k+1)
     cache: KVCache
@@ -119,15 +121,22 @@ class Engine:
         m, total = self.model, len(prompt) + max_new + 1
         dtype, hidden = m.lm_head.weight.dtype, m.config.hidden_size
         levels = max(m.num_mtp, 1)
+        embeds = torch.zeros(total, hidden, device=self.device, dtype=dtype)
         state = GenerationState(
             tokens=list(prompt),
-            embeds=torch.zeros(total, hidden, device=self.device, dtype=dtype),
+            embeds=embeds,
+            token_embeds=embeds if prompt_embeds is None else torch.zeros_like(embeds),
             hidden=torch.zeros(levels, total, hidden, device=self.device, dtype=dtype),
             seen=[0] + [k + 1 for k in range(m.num_mtp)],
             cache=KVCache(m.config, total, range(m.config.num_hidden_layers), self.device, dtype),
         )
         ids = torch.tensor(prompt, device=self.device)
-        state.embeds[: len(prompt)] = m.embed(ids) if prompt_embeds is None else prompt_embeds.to(dtype)
+        state.token_embeds[: len(prompt)] = m.embed(ids)
+        if prompt_embeds is not None:
+            if tuple(prompt_embeds.shape) != (len(prompt), hidden):
+                raise ValueError(f"prompt_embeds has shape {tuple(prompt_embeds.shape)}, "
+                                 f"expected ({len(prompt)}, {hidden})")
+            state.embeds[: len(prompt)] = prompt_embeds.to(device=self.device, dtype=dtype)
         if sampling.seed is not None:
             state.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         if sampling.repetition_penalty != 1.0:
@@ -138,6 +147,8 @@ class Engine:
     def _embed_new(self, state: GenerationState, start: int, end: int) -> None:
         ids = torch.tensor(state.tokens[start:end], device=self.device)
         state.embeds[start:end] = self.model.embed(ids)
+        if state.token_embeds is not state.embeds:
+            state.token_embeds[start:end] = state.embeds[start:end]
 
     def _run(self, state: GenerationState, producer: int) -> tuple[torch.Tensor, int]:
         """Catch the producer up to the last token; return its hidden state there and the positions run."""
@@ -156,7 +167,7 @@ class Engine:
             kv_len = last - (k + 1)
             mask = causal_mask_for_cache(last - start, kv_len, self.device)
             prev = state.hidden[k, start - 1 : last - 1].unsqueeze(0)
-            out = m.mtp(k, state.embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)
+            out = m.mtp(k, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)
             if level < state.hidden.shape[0]:
                 state.hidden[level, start:last] = out[0]
             state.seen[level] = last
@@ -222,6 +233,8 @@ class Engine:
         """Yield TokenEvent/ForwardEvent as they happen, AudioBlockEvent per block, DoneEvent last.
 
         `stop_ids=()` never stops early (benchmarks); by default <|im_end|> and <|endoftext|> stop.
+        `prompt_embeds` [len(prompt), H] replaces the backbone's input embeddings of the prompt (a Plus
+        checkpoint's audio features); the MCTP modules read the prompt's token embeddings regardless.
         """
         if not prompt:
             raise InputError("the prompt is empty")

@@ -1,9 +1,16 @@
 """One loaded speech model for tts, asr and chat: checkpoint, tokenizer, engine and codec.
 
 Folders come from explicit arguments first, then the environment (VITA_MODEL,
-VITA_AUDIO_TOKENIZER, VITA_AUDIO_DECODER), then a config file (~/.config/vita/config.toml or
-config.yaml, keys `model`, `audio_tokenizer`, `audio_decoder`). A checkpoint's default mode and
-content layout come from `mtp_inference_mode` in its generation_config.json, as in the reference.
+VITA_AUDIO_TOKENIZER, VITA_AUDIO_DECODER, VITA_SENSEVOICE), then a config file
+(~/.config/vita/config.toml or config.yaml, keys `model`, `audio_tokenizer`, `audio_decoder`,
+`sensevoice`). A checkpoint's default mode and content layout come from `mtp_inference_mode` in
+its generation_config.json, as in the reference.
+
+Audio input depends on the checkpoint: Boost and Balance hear GLM-4-Voice codes (the speech
+tokenizer folder); VITA-Audio-Plus hears continuous SenseVoice features (a SenseVoiceSmall
+folder, or the checkpoint folder itself when it carries SenseVoice's config.yaml, as upstream's).
+Either way a recording becomes one message part (`audio_part`) and the prompt's input embeddings
+follow from the parts (`prompt_embeds`).
 """
 
 from __future__ import annotations
@@ -22,18 +29,21 @@ from vita_core.errors import AudioError, CheckpointError, InputError
 
 if TYPE_CHECKING:
     from vita_core.codec.base import SpeechDecoder, SpeechEncoder
+    from vita_core.codec.plus_audio import PlusAudioInput
     from vita_core.generate import Engine, Sampling
     from vita_core.model.modeling import VitaAudioForCausalLM
     from vita_core.schedule import Layout, Mode
-    from vita_core.tokens import ChatFormat, TokenLayout
+    from vita_core.tokens import AudioCodes, AudioContext, ChatFormat, TokenLayout
 
-ENV = {"model": "VITA_MODEL", "audio_tokenizer": "VITA_AUDIO_TOKENIZER", "audio_decoder": "VITA_AUDIO_DECODER"}
-FLAGS = {"model": "--model", "audio_tokenizer": "--tokenizer-dir", "audio_decoder": "--decoder-dir"}
-PLUS_MODEL_TYPE = "qwen2_mtp_sensevoice"  # VITA-Audio-Plus: SenseVoice encoder + projector in the weights
+ENV = {"model": "VITA_MODEL", "audio_tokenizer": "VITA_AUDIO_TOKENIZER", "audio_decoder": "VITA_AUDIO_DECODER",
+       "sensevoice": "VITA_SENSEVOICE"}
+FLAGS = {"model": "--model", "audio_tokenizer": "--tokenizer-dir", "audio_decoder": "--decoder-dir",
+         "sensevoice": "--sensevoice-dir"}
 WHAT = {
     "model": "a VITA-Audio checkpoint folder (config.json, model.safetensors, tokenizer.json)",
     "audio_tokenizer": "a GLM-4-Voice speech tokenizer folder",
     "audio_decoder": "a GLM-4-Voice speech decoder folder (flow + HiFT)",
+    "sensevoice": "a SenseVoiceSmall folder (config.yaml, am.mvn), the audio encoder of VITA-Audio-Plus",
 }
 
 
@@ -67,8 +77,8 @@ def read_user_config(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def resolve_folder(key: str, given: str | Path | None) -> Path:
-    """Explicit flag, then environment variable, then config file; checked to be a folder."""
+def resolve_folder(key: str, given: str | Path | None, fallback: Path | None = None) -> Path:
+    """Explicit flag, then environment variable, then config file, then `fallback`; checked to be a folder."""
     source = FLAGS[key]
     value: Any = given
     if value is None and os.environ.get(ENV[key]):
@@ -77,6 +87,8 @@ def resolve_folder(key: str, given: str | Path | None) -> Path:
         cfg = read_user_config()
         if cfg.get(key):
             value, source = cfg[key], f"{key} in {config_file()}"
+    if value is None and fallback is not None:
+        value = fallback
     if value is None:
         raise InputError(f"no {key.replace('_', ' ')} folder given: pass {FLAGS[key]} DIR, set {ENV[key]}, "
                          f"or add {key} = \"DIR\" to ~/.config/vita/config.toml ({WHAT[key]})")
@@ -143,9 +155,21 @@ class SpeechModel:
     mode: Mode
     ratio: list[int]  # the checkpoint's content layout
     sampling: Sampling  # the checkpoint's defaults
-    encoder: SpeechEncoder | None
+    encoder: SpeechEncoder | None  # GLM-4-Voice codes in (Boost, Balance)
     decoder: SpeechDecoder | None
     device: str
+    plus_audio: PlusAudioInput | None = None  # continuous features in (Plus)
+
+    @property
+    def input_rate(self) -> int:
+        """Sample rate the audio input expects (16 kHz for both kinds)."""
+        source = self.plus_audio or self.encoder
+        return int(getattr(source, "sample_rate", 16000))
+
+    @property
+    def hears(self) -> bool:
+        """Whether audio input was loaded (need_encoder)."""
+        return self.plus_audio is not None or self.encoder is not None
 
     def answer_layout(self) -> Layout:
         """Interleaved text + audio, as the checkpoint was trained."""
@@ -163,6 +187,35 @@ class SpeechModel:
         if self.encoder is None:
             raise InputError("audio input needs the speech tokenizer: pass --tokenizer-dir or set VITA_AUDIO_TOKENIZER")
         return [int(c) for c in self.encoder.encode(wav, sample_rate)]
+
+    def audio_part(self, wav: np.ndarray, sample_rate: int, name: str = "the audio") -> AudioCodes | AudioContext:
+        """A recording as this checkpoint hears it: GLM-4-Voice codes, or (Plus) projected SenseVoice features."""
+        from vita_core.tokens import AudioCodes, AudioContext
+
+        if self.plus_audio is not None:
+            try:
+                features = self.plus_audio.embed(wav, sample_rate)
+            except AudioError as exc:
+                raise InputError(f"{name}: {exc}") from None
+            return AudioContext(len(features), features)
+        codes = self.encode(wav, sample_rate)
+        if not codes:
+            raise InputError(f"{name} is too short ({wav.size / sample_rate:.2f} s) to give any speech codes")
+        return AudioCodes(codes)
+
+    def prompt_embeds(self, ids: Sequence[int], parts: Sequence[Any]) -> Any:
+        """Backbone input embeddings of a prompt holding these parts, or None when it has no Plus audio."""
+        import torch
+
+        from vita_core.codec.plus_audio import fill_audio_context
+        from vita_core.tokens import AudioContext
+
+        features = [p.features for p in parts if isinstance(p, AudioContext)]
+        if not features:
+            return None
+        with torch.inference_mode():
+            tokens = self.model.embed(torch.tensor(list(ids), device=self.model.lm_head.weight.device))
+            return fill_audio_context(tokens, ids, features, self.tokens.context_of_audio)
 
 
 def checkpoint_defaults(gen: dict[str, Any], num_mtp: int) -> tuple[list[int], list[int] | None, Sampling]:
@@ -209,28 +262,43 @@ def load_speech_model(
     need_encoder: bool = False,
     need_decoder: bool = False,
     progress: Callable[[str], None] | None = None,
+    sensevoice_dir: str | Path | None = None,
 ) -> SpeechModel:
-    """Load checkpoint + tokenizer (+ speech tokenizer / decoder when the task needs them)."""
+    """Load checkpoint + tokenizer (+ audio input / speech decoder when the task needs them).
+
+    `need_encoder` loads the speech tokenizer, or for a Plus checkpoint SenseVoice and its projector.
+    """
     from vita_core import codec
     from vita_core.bench import resolve_device
     from vita_core.generate import Engine
-    from vita_core.model.checkpoint import load_model, read_config
+    from vita_core.model.checkpoint import is_plus, load_model, read_config
     from vita_core.schedule import get_mode
     from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer
 
     say = progress or (lambda _msg: None)
     folder = resolve_folder("model", model)
-    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir) if need_encoder else None
+    config = read_config(folder)
+    plus = is_plus(config)
+    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir) if need_encoder and not plus else None
+    sv_dir = None
+    if need_encoder and plus:
+        sv_dir = resolve_folder("sensevoice", sensevoice_dir, folder if (folder / "config.yaml").is_file() else None)
     dec_dir = resolve_folder("audio_decoder", decoder_dir) if need_decoder else None
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     chosen_mode = get_mode(mode) if mode is not None else None  # validate flags before the slow part
-    if read_config(folder).get("model_type") == PLUS_MODEL_TYPE:
-        raise CheckpointError(f"{folder} is a VITA-Audio-Plus checkpoint (model_type {PLUS_MODEL_TYPE}), whose "
-                              "SenseVoice audio encoder vita does not load yet; use VITA-Audio-Boost or -Balance")
     tokenizer = load_tokenizer(folder)
     tokens = layout_from_tokenizer(tokenizer)
-    encoder = decoder = None  # the codecs load first: a broken folder fails before the slow model load
+    if plus != tokens.is_plus:
+        which = "is a VITA-Audio-Plus one but the tokenizer lacks" if plus else "is not a Plus one but the tokenizer has"
+        raise CheckpointError(f"{folder}: config.json {which} <|context_of_audio|>; the folder mixes the files of "
+                              "two checkpoints, copy the whole released folder")
+    encoder = decoder = plus_audio = None  # the codecs load first: a broken folder fails before the slow model load
+    if sv_dir is not None:
+        from vita_core.codec.plus_audio import load_plus_audio
+
+        say(f"loading SenseVoice audio encoder ({sv_dir}) and projector ({folder})")
+        plus_audio = load_plus_audio(folder, sv_dir, int(config["hidden_size"]), device=device, dtype=torch_dtype)
     if enc_dir is not None:
         say(f"loading speech tokenizer {enc_dir}")
         encoder = codec.load_encoder(enc_dir, device=device)
@@ -246,5 +314,5 @@ def load_speech_model(
     return SpeechModel(
         folder=folder, model=net, tokenizer=tokenizer, tokens=tokens, chat=ChatFormat(tokenizer, tokens),
         engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),
-        ratio=ratio, sampling=sampling, encoder=encoder, decoder=decoder, device=device,
+        ratio=ratio, sampling=sampling, encoder=encoder, decoder=decoder, device=device, plus_audio=plus_audio,
     )

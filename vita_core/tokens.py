@@ -6,7 +6,7 @@ Audio codes map to ids by arithmetic (`audio_offset + code`); they never travel 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -61,9 +61,14 @@ class AudioCodes:
 
 @dataclass(frozen=True)
 class AudioContext:
-    """Continuous audio features (Plus variant) filling `length` <|context_of_audio|> slots."""
+    """Continuous audio features (Plus variant) filling `length` <|context_of_audio|> slots.
+
+    `features` (the [length, H] projected SenseVoice output) travels with the part so that the
+    prompt's input embeddings can be filled in; comparisons ignore it.
+    """
 
     length: int
+    features: Any = field(default=None, compare=False, repr=False)
 
 
 Part = Union[str, AudioCodes, AudioContext]

@@ -2,7 +2,8 @@
 
 The user turn is "Convert the text to speech.\\n<text>" (the reference's task prompt); an
 optional voice prompt goes in a system turn "Your Voice: <|audio|>\\n" holding the prompt
-audio's codes, as the reference's inference script does. Each audio code is pushed into the
+audio (its codes, or for a Plus checkpoint its SenseVoice features), as the reference's
+inference script does. Each audio code is pushed into the
 codec's streaming decoder as soon as it is generated (the decoder decides when it has enough
 to emit final PCM), so PCM reaches the caller's `on_audio` while the answer is still being
 generated.
@@ -13,12 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from vita_core.errors import InputError
 from vita_core.speech import SpeechModel, read_audio
+from vita_core.tokens import AudioCodes, AudioContext
 
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
@@ -55,35 +57,31 @@ class TtsResult:
         return out
 
 
-def tts_prompt(speech: SpeechModel, text: str, voice_codes: Sequence[int] | None = None) -> list[int]:
-    """Token ids of the TTS request (with a voice prompt when codes are given)."""
-    from vita_core.tokens import AudioCodes, Message
+def tts_prompt(speech: SpeechModel, text: str, voice: AudioCodes | AudioContext | None = None) -> list[int]:
+    """Token ids of the TTS request (with a voice prompt when one is given)."""
+    from vita_core.tokens import Message
 
     text = text.strip()
     if not text:
         raise InputError("the text to synthesize is empty")
     messages = []
-    if voice_codes is not None:
-        messages.append(Message("system", [VOICE_PROMPT, AudioCodes(voice_codes), "\n"]))
+    if voice is not None:
+        messages.append(Message("system", [VOICE_PROMPT, voice, "\n"]))
     messages.append(Message("user", TTS_TASK + text))
     return speech.chat.encode(messages)
 
 
-def voice_prompt_codes(speech: SpeechModel, prompt_wav: str | Path) -> list[int]:
-    """Codes of a voice-prompt recording (16 kHz through the speech tokenizer)."""
-    rate = int(getattr(speech.encoder, "sample_rate", 16000)) if speech.encoder is not None else 16000
-    wav = read_audio(prompt_wav, rate)
-    codes = speech.encode(wav, rate)
-    if not codes:
-        raise InputError(f"--prompt-wav {prompt_wav} is too short to give any speech codes")
-    return codes
+def voice_prompt(speech: SpeechModel, prompt_wav: str | Path) -> AudioCodes | AudioContext:
+    """A voice-prompt recording as the checkpoint hears it (16 kHz through its audio input)."""
+    rate = speech.input_rate
+    return speech.audio_part(read_audio(prompt_wav, rate), rate, f"--prompt-wav {prompt_wav}")
 
 
 def synthesize(
     speech: SpeechModel,
     text: str,
     on_audio: Callable[[np.ndarray], None],
-    voice_codes: Sequence[int] | None = None,
+    voice: AudioCodes | AudioContext | None = None,
     sampling: Sampling | None = None,
     max_new_tokens: int = 1024,
 ) -> TtsResult:
@@ -93,7 +91,7 @@ def synthesize(
     if speech.decoder is None:
         raise InputError("speech output needs the speech decoder: pass --decoder-dir or set VITA_AUDIO_DECODER")
     start = time.perf_counter()
-    prompt = tts_prompt(speech, text, voice_codes)
+    prompt = tts_prompt(speech, text, voice)
     stream = speech.decoder.stream()
     sample_rate = int(speech.decoder.sample_rate)
     codes: list[int] = []
@@ -111,7 +109,8 @@ def synthesize(
             on_audio(np.asarray(pcm, dtype=np.float32))
 
     for event in speech.engine.generate(prompt, mode=speech.mode, layout=speech.answer_layout(),
-                                        sampling=sampling or speech.sampling, max_new_tokens=max_new_tokens):
+                                        sampling=sampling or speech.sampling, max_new_tokens=max_new_tokens,
+                                        prompt_embeds=speech.prompt_embeds(prompt, [voice] if voice else [])):
         if isinstance(event, TokenEvent) and event.kind == "text":
             text_ids.append(event.token)
         elif isinstance(event, TokenEvent) and event.kind == "audio":

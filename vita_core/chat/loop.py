@@ -1,7 +1,7 @@
 """The spoken conversation loop: listen, encode, answer with interleaved text and speech, play.
 
 Each user utterance becomes a user turn holding its speech codes (the reference's "<|audio|>"
-input); the answer is generated with the checkpoint's interleaved layout and every audio code
+input), or for a Plus checkpoint its SenseVoice feature slots; the answer is generated with the checkpoint's interleaved layout and every audio code
 goes straight into the streaming decoder and on to the speaker. The conversation history is
 kept as the exact token ids generated, so the next turn sees what the model said, not a
 re-tokenisation of it. Speaking while an answer is generated or played cuts it (barge-in).
@@ -24,6 +24,7 @@ from vita_core.chat.devices import INPUT_RATE
 from vita_core.chat.vad import SpeechStart, Utterance
 from vita_core.errors import InputError
 from vita_core.speech import SpeechModel
+from vita_core.tokens import AudioCodes, AudioContext, Message
 
 DEFAULT_SYSTEM_PROMPT = "Your Name: Omni\nYour Gender: female\nRespond in a text-audio interleaved manner."
 STAGES = ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound_out")
@@ -49,28 +50,34 @@ class Turn:
 
 
 class Conversation:
-    """Token history of one conversation, starting with an optional system turn."""
+    """Token history of one conversation, starting with an optional system turn.
+
+    The user turns' audio parts are kept too: a Plus checkpoint's feature slots are filled in
+    again, in order, every time the history is read.
+    """
 
     def __init__(self, speech: SpeechModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
-        from vita_core.tokens import Message
-
         self.speech = speech
         self.ids: list[int] = []
+        self.audio: list[AudioCodes | AudioContext] = []
         if system_prompt:
             self.ids = speech.chat.message_ids(Message("system", system_prompt))
 
-    def prompt(self, codes: list[int]) -> list[int]:
-        """History + a user turn with these speech codes + the assistant header."""
-        from vita_core.tokens import AudioCodes, Message
-
+    def prompt(self, audio: AudioCodes | AudioContext) -> list[int]:
+        """History + a user turn holding this audio part + the assistant header."""
         chat = self.speech.chat
-        return self.ids + chat.message_ids(Message("user", [AudioCodes(codes)])) + chat.header_ids("assistant")
+        return self.ids + chat.message_ids(Message("user", [audio])) + chat.header_ids("assistant")
 
-    def commit(self, prompt: list[int], answer: list[int]) -> None:
+    def embeds(self, prompt: list[int], audio: AudioCodes | AudioContext) -> Any:
+        """The prompt's backbone input embeddings (None unless the checkpoint hears features)."""
+        return self.speech.prompt_embeds(prompt, [*self.audio, audio])
+
+    def commit(self, prompt: list[int], audio: AudioCodes | AudioContext, answer: list[int]) -> None:
         """Keep the turn: the answer as generated, closed with <|im_end|>\\n however it ended."""
         lay = self.speech.tokens
         body = [t for t in answer if t not in lay.stop_ids]
         self.ids = prompt + body + [lay.im_end, *self.speech.chat.text_ids("\n")]
+        self.audio.append(audio)
 
 
 def _save_wav(path: Path, audio: np.ndarray, rate: int) -> None:
@@ -94,11 +101,8 @@ class ChatSession:
                  system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: Any = None,
                  max_new_tokens: int = 512, log_path: Path | None = None, save_audio: Path | None = None,
                  on_event: Callable[[str, Any], None] | None = None) -> None:
-        if speech.encoder is None or speech.decoder is None:
+        if not speech.hears or speech.decoder is None:
             raise InputError("chat needs the speech tokenizer and decoder: pass --tokenizer-dir and --decoder-dir")
-        if speech.tokens.is_plus:
-            raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
-                             "features; vita chat runs the GLM-4-Voice-token checkpoints (Boost, Balance)")
         if save_audio is not None:
             save_audio.mkdir(parents=True, exist_ok=True)
         if log_path is not None and not log_path.parent.is_dir():
@@ -158,18 +162,20 @@ class ChatSession:
         speech, sink, eos = self.speech, self.sink, utterance.end_time
         turn = Turn(index=len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0)
         ms = lambda: 1000 * (time.perf_counter() - eos)  # noqa: E731
-        codes = speech.encode(utterance.audio, INPUT_RATE)
-        turn.user_codes = len(codes)
+        audio = speech.audio_part(utterance.audio, INPUT_RATE, f"utterance {turn.index}")
+        turn.user_codes = audio.length if isinstance(audio, AudioContext) else len(audio.codes)
         turn.stages_ms["audio_encoded"] = ms()
         self.say("thinking", turn)
-        prompt = self.conversation.prompt(codes)
+        prompt = self.conversation.prompt(audio)
+        embeds = self.conversation.embeds(prompt, audio)
         stream = speech.decoder.stream()
         sink.begin()
         text_ids: list[int] = []
         answer: list[int] = []
         start = time.perf_counter()
         for event in speech.engine.generate(prompt, mode=speech.mode, layout=speech.answer_layout(),
-                                            sampling=self.sampling, max_new_tokens=self.max_new_tokens):
+                                            sampling=self.sampling, max_new_tokens=self.max_new_tokens,
+                                            prompt_embeds=embeds):
             if isinstance(event, TokenEvent):
                 answer.append(event.token)
                 if event.kind == "text":
@@ -203,7 +209,7 @@ class ChatSession:
         turn.answer_text = speech.chat.decode_text(text_ids).strip()
         played = sink.take()
         turn.answer_seconds = played.size / sink.sample_rate
-        self.conversation.commit(prompt, answer)
+        self.conversation.commit(prompt, audio, answer)
         self._finish(turn, utterance, played)
 
     def _finish(self, turn: Turn, utterance: Utterance, played: np.ndarray) -> None:

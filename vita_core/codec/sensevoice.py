@@ -22,7 +22,7 @@ from torch import nn
 
 from vita_core.audio import check_waveform, resample
 from vita_core.codec.weights import strict_load
-from vita_core.errors import CheckpointError
+from vita_core.errors import AudioError, CheckpointError
 
 SAMPLE_RATE = 16000
 FEATURE_SIZE = 512
@@ -78,6 +78,10 @@ class SenseVoiceEncoder:
         wav = check_waveform(wav, sample_rate)
         if sample_rate != SAMPLE_RATE:
             wav = resample(wav, sample_rate, SAMPLE_RATE)
+        window_ms = float(getattr(self.frontend, "frame_length", 25))
+        if wav.size < window_ms * SAMPLE_RATE / 1000:
+            raise AudioError(f"{wav.size / SAMPLE_RATE:.3f} s of audio is shorter than SenseVoice's "
+                             f"{window_ms:g} ms analysis window, too short to give any speech features")
         feats, _ = extract_fbank(torch.from_numpy(wav), data_type="sound", frontend=self.frontend)
         return feats[0]
 
@@ -102,21 +106,28 @@ class SenseVoiceEncoder:
         strict_load(self.model, state, "SenseVoice state dict")
 
 
-def load_sensevoice(folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SenseVoiceEncoder:
-    """Build SenseVoiceSmall from a local folder with funasr, then check model.pt key for key."""
+def load_sensevoice(folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                    state: dict[str, torch.Tensor] | None = None) -> SenseVoiceEncoder:
+    """Build SenseVoiceSmall from a local folder with funasr, then load its weights key for key.
+
+    The folder gives the architecture (config.yaml) and the feature front end (am.mvn); the weights
+    are its model.pt, or `state` when given (a Plus checkpoint's own copy, which then wins).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"SenseVoice folder not found: {folder}")
-    missing = [name for name in ("config.yaml", "model.pt") if not (folder / name).is_file()]
+    needed = ("config.yaml",) if state is not None else ("config.yaml", "model.pt")
+    missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"{folder} lacks {', '.join(missing)}: download the full SenseVoiceSmall folder")
-    # funasr prints and logs freely while importing and building; keep that out of the caller's output.
+    # funasr prints and logs freely while importing and building (its import configures the root
+    # logger at INFO level); keep that out of the caller's output.
     level = logging.root.level
-    logging.root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from funasr import AutoModel
 
+            logging.root.setLevel(logging.ERROR)
             auto = AutoModel(
                 model=str(folder), device=device, disable_update=True, disable_pbar=True,
                 ncpu=torch.get_num_threads(), frontend_conf=NO_DITHER,
@@ -128,9 +139,12 @@ def load_sensevoice(folder: str | Path, device: str = "cpu", dtype: torch.dtype 
     finally:
         logging.root.setLevel(level)
     model = auto.model
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr's loader accepts
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    strict_load(model, state, f"{folder}/model.pt")
+    where = "the Plus checkpoint's model.audio_model.model.* tensors"
+    if state is None:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr's loader accepts
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        where = f"{folder}/model.pt"
+    strict_load(model, state, where)
     return SenseVoiceEncoder(model.to(device=device, dtype=dtype), auto.kwargs["frontend"], device=device)

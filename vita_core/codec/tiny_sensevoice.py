@@ -111,3 +111,50 @@ def build_tiny_sensevoice(folder: str | Path, seed: int = 0) -> Path:
         )
     torch.save(model.state_dict(), folder / "model.pt")
     return folder
+
+
+SENSEVOICE_CONFIG_FILES = ("config.yaml", "configuration.json", "am.mvn", BPE_MODEL)
+
+
+def build_tiny_plus_checkpoint(folder: str | Path, sensevoice_dir: str | Path, seed: int = 0,
+                               carry_sensevoice_config: bool = False) -> Path:
+    """A random tiny VITA-Audio-Plus checkpoint in the released layout, for the tiny SenseVoice folder.
+
+    config.json has model_type qwen2_mtp_sensevoice and the tiny preset's sizes; the safetensors
+    hold the LLM with ten MCTP modules plus `model.audio_model.model.*` (a SenseVoice drawn with
+    another seed than the folder's model.pt, so a test can tell whose weights were used) and
+    `model.audio_projection.*`; the tokenizer has the Plus id layout (`<|audio_0|>` = 151686).
+    With `carry_sensevoice_config` the SenseVoice config files sit in the checkpoint folder too,
+    the layout from which upstream builds the encoder.
+    """
+    import shutil
+
+    from funasr.models.sense_voice.model import SenseVoiceSmall
+
+    from vita_core.codec.sensevoice import FEATURE_SIZE, PLUS_ENCODER_PREFIX, PLUS_PROJECTOR_PREFIX, ResamplerProjector
+    from vita_core.model.checkpoint import PLUS_MODEL_TYPE, preset_config, random_model, save_model
+    from vita_core.tiny import build_tokenizer
+
+    folder, sensevoice_dir = Path(folder), Path(sensevoice_dir)
+    config = {**preset_config("tiny"), "model_type": PLUS_MODEL_TYPE}
+    model = random_model(config, seed=seed)
+    sv_config = yaml.safe_load((sensevoice_dir / "config.yaml").read_text())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + 1)
+        encoder = SenseVoiceSmall(
+            encoder=sv_config["encoder"], encoder_conf=sv_config["encoder_conf"],
+            input_size=80 * sv_config["frontend_conf"]["lfr_m"], vocab_size=64, **sv_config["model_conf"],
+        )
+        projector = ResamplerProjector(FEATURE_SIZE, model.config.hidden_size)
+        for p in projector.parameters():
+            torch.nn.init.normal_(p, std=0.02 if p.ndim > 1 else 0.1)
+    audio = {PLUS_ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()}
+    audio.update({PLUS_PROJECTOR_PREFIX + k: v for k, v in projector.state_dict().items()})
+    generation = {"do_sample": False, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
+                  "mtp_inference_mode": [1, 10, 4, 10]}
+    save_model(model, folder, extra_files={"generation_config.json": generation}, extra_tensors=audio)
+    build_tokenizer(folder, plus=True)
+    if carry_sensevoice_config:
+        for name in SENSEVOICE_CONFIG_FILES:
+            shutil.copy(sensevoice_dir / name, folder / name)
+    return folder

@@ -22,6 +22,7 @@ from vita_core.eval.seedtts import Synthesize
 from vita_core.eval.sqa_bench import Answer, SpokenAnswer
 from vita_core.eval.wavs import write_text
 from vita_core.speech import SpeechModel, read_audio
+from vita_core.tokens import AudioCodes, AudioContext
 
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
@@ -88,19 +89,20 @@ def tts_synthesizer(
     speech: SpeechModel, voice_prompt: bool = True, sampling: Sampling | None = None, max_new_tokens: int = 1024
 ) -> Synthesize:
     """synthesize(text, prompt_wav, mode) through `vita_core.tts.synthesize`; with `voice_prompt` the
-    prompt recording's codes go into the system turn (encoded once, shared by every mode)."""
-    from vita_core.tts import synthesize, voice_prompt_codes
+    prompt recording goes into the system turn (encoded once, shared by every mode)."""
+    from vita_core.tts import synthesize
+    from vita_core.tts import voice_prompt as encode_voice
 
-    voices: dict[Path, list[int]] = {}
+    voices: dict[Path, AudioCodes | AudioContext] = {}
 
     def run(text: str, prompt_wav: Path | None, mode: str) -> tuple[np.ndarray, int]:
         voice = None
         if voice_prompt and prompt_wav is not None:
             if prompt_wav not in voices:
-                voices[prompt_wav] = voice_prompt_codes(speech, prompt_wav)
+                voices[prompt_wav] = encode_voice(speech, prompt_wav)
             voice = voices[prompt_wav]
         chunks: list[np.ndarray] = []
-        result = synthesize(in_mode(speech, mode), text, chunks.append, voice_codes=voice, sampling=sampling,
+        result = synthesize(in_mode(speech, mode), text, chunks.append, voice=voice, sampling=sampling,
                             max_new_tokens=max_new_tokens)
         wav = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return wav, result.sample_rate
@@ -115,30 +117,27 @@ def spoken_answerer(
     sampling: Sampling | None = None,
     max_new_tokens: int = 1024,
 ) -> Answer:
-    """answer(question_wav) as a `vita chat` turn in a fresh conversation: the question's codes in the user
+    """answer(question_wav) as a `vita chat` turn in a fresh conversation: the question's audio in the user
     turn, the reference's "Omni" system prompt unless another is given, interleaved text + speech out."""
     from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, Conversation
     from vita_core.generate import TokenEvent
 
-    if speech.encoder is None or speech.decoder is None:
+    if not speech.hears or speech.decoder is None:
         raise InputError("spoken QA needs the speech tokenizer and decoder: pass --tokenizer-dir and --decoder-dir")
-    if speech.tokens.is_plus:
-        raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
-                         "features; spoken QA runs the GLM-4-Voice-token checkpoints (Boost, Balance)")
     model = in_mode(speech, mode)
-    rate = int(speech.encoder.sample_rate)
+    rate = speech.input_rate
     prompt_text = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
 
     def answer(question: Path) -> SpokenAnswer:
-        codes = model.encode(read_audio(question, rate), rate)
-        if not codes:
-            raise InputError(f"question {question} is too short to give any speech codes")
-        prompt = Conversation(model, prompt_text).prompt(codes)
+        audio = model.audio_part(read_audio(question, rate), rate, f"question {question}")
+        conversation = Conversation(model, prompt_text)
+        prompt = conversation.prompt(audio)
         stream = model.decoder.stream()
         text_ids: list[int] = []
         chunks: list[np.ndarray] = []
         for event in model.engine.generate(prompt, mode=model.mode, layout=model.answer_layout(),
-                                           sampling=sampling or model.sampling, max_new_tokens=max_new_tokens):
+                                           sampling=sampling or model.sampling, max_new_tokens=max_new_tokens,
+                                           prompt_embeds=conversation.embeds(prompt, audio)):
             if isinstance(event, TokenEvent) and event.kind == "text":
                 text_ids.append(event.token)
             elif isinstance(event, TokenEvent) and event.kind == "audio":
@@ -156,11 +155,8 @@ class ModelTranscriber:
     (the reference's ASR evaluation: greedy, backbone only, audio tokens masked)."""
 
     def __init__(self, speech: SpeechModel, language: str, max_new_tokens: int | None = None) -> None:
-        if speech.encoder is None:
+        if not speech.hears:
             raise InputError("transcribing with --model needs the speech tokenizer: pass --tokenizer-dir")
-        if speech.tokens.is_plus:
-            raise InputError(f"{speech.folder} is a Plus (SenseVoice) checkpoint, whose audio input is continuous "
-                             "features; use a GLM-4-Voice-token checkpoint (Boost, Balance)")
         self.speech, self.language, self.max_new_tokens = speech, language, max_new_tokens
         self.name = f"vita {speech.folder.name}"
 
@@ -172,7 +168,7 @@ class ModelTranscriber:
         for n, wav in enumerate(audios, 1):
             try:
                 out.append(transcribe(self.speech, wav, 16000, max_new_tokens=self.max_new_tokens).text)
-            except InputError:  # the checks above leave only "too short to give any speech codes"
+            except InputError:  # the checks above leave only "too short to give any speech codes/features"
                 out.append("")
             if progress:
                 progress(n, len(audios))

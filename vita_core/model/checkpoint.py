@@ -5,6 +5,10 @@ A folder holds `config.json` (Qwen2 fields, `num_hidden_layers = L + N`,
 checkpoint with N = 0), safetensors weights (one file or shards + index) and, usually,
 the tokenizer and `generation_config.json`. Keys must match exactly: nothing missing, nothing
 unexpected (a tied lm_head is the one documented exception).
+
+VITA-Audio-Plus folders (`model_type` "qwen2_mtp_sensevoice") also hold the SenseVoice encoder and
+its projector under `model.audio_model.` / `model.audio_projection.`; `load_model` loads the LLM
+part and `vita_core.codec.plus_audio` the audio part, each key for key.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from vita_core.model.modeling import VitaAudioForCausalLM
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
 PRESETS = ("tiny", "0.5b", "7b", "72b")
+PLUS_MODEL_TYPE = "qwen2_mtp_sensevoice"
+PLUS_AUDIO_PREFIXES = ("model.audio_model.", "model.audio_projection.")
 
 # Fields written to config.json, in the shape transformers 4.48 (the reference's pin) reads.
 _QWEN_FIELDS = (
@@ -58,7 +64,10 @@ def preset_config(name: str, num_mtp: int | None = None) -> dict[str, Any]:
 def with_mtp_fields(config: dict[str, Any], num_mtp: int) -> dict[str, Any]:
     """Set the fields that say how many MCTP modules a checkpoint has (0: plain Qwen2)."""
     out = {k: v for k, v in config.items() if k not in ("num_nextn_predict_layers", "mtp_loss_weight", "auto_map")}
-    if num_mtp:
+    if config.get("model_type") == PLUS_MODEL_TYPE:  # Plus keeps its type at every N, as upstream's configs
+        out.update(architectures=["Qwen2MTPSenseVoiceForCausalLM"], num_nextn_predict_layers=num_mtp,
+                   mtp_loss_weight=config.get("mtp_loss_weight", 1.0))
+    elif num_mtp:
         out.update(model_type="qwen2_mtp", architectures=["Qwen2MTPForCausalLM"],
                    num_nextn_predict_layers=num_mtp, mtp_loss_weight=config.get("mtp_loss_weight", 1.0))
     else:
@@ -106,13 +115,22 @@ def _weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def is_plus(config: dict[str, Any]) -> bool:
+    """A VITA-Audio-Plus config: SenseVoice encoder + projector inside the weights."""
+    return config.get("model_type") == PLUS_MODEL_TYPE
+
+
+def read_state_dict(folder: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors, or only those whose names start with `prefixes`."""
+    from safetensors import safe_open
 
     state: dict[str, torch.Tensor] = {}
     for f in _weight_files(Path(folder)):
         try:
-            state.update(load_file(str(f)))
+            with safe_open(str(f), framework="pt") as handle:
+                for name in handle.keys():
+                    if prefixes is None or name.startswith(prefixes):
+                        state[name] = handle.get_tensor(name)
         except Exception as exc:  # safetensors raises several types for a corrupt file
             raise CheckpointError(f"cannot read {f}: {exc}; the file is corrupt or truncated") from None
     return state
@@ -155,6 +173,13 @@ def load_model(
     raw = read_config(folder)
     cfg = hf_config(raw, attn_implementation or default_attention(device))
     state = read_state_dict(folder)
+    if is_plus(raw):
+        audio = [k for k in state if k.startswith(PLUS_AUDIO_PREFIXES)]
+        if not any(k.startswith(PLUS_AUDIO_PREFIXES[1]) for k in audio):
+            raise CheckpointError(f"{folder} says model_type {PLUS_MODEL_TYPE} but its weights hold no "
+                                  f"{PLUS_AUDIO_PREFIXES[1]}* tensors; re-download the VITA-Audio-Plus checkpoint")
+        for k in audio:
+            del state[k]
     with torch.device("meta"):
         model = VitaAudioForCausalLM(cfg)
     check_keys(model, state, cfg.tie_word_embeddings)
@@ -198,8 +223,12 @@ def random_model(config: dict[str, Any], seed: int = 0, dtype: torch.dtype = tor
 
 
 def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: str = "5GB",
-               extra_files: dict[str, Any] | None = None) -> Path:
-    """Write config.json + safetensors shards (+ index) atomically: a temp folder, then rename."""
+               extra_files: dict[str, Any] | None = None,
+               extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write config.json + safetensors shards (+ index) atomically: a temp folder, then rename.
+
+    `extra_tensors` are saved beside the model's own (a Plus checkpoint's audio encoder and projector).
+    """
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
@@ -210,6 +239,7 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
+        state.update({k: v.detach().contiguous().cpu() for k, v in (extra_tensors or {}).items()})
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
         for filename, names in split.filename_to_tensors.items():
             save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})

@@ -18,7 +18,7 @@ import torch
 
 from vita_core.errors import CheckpointError, InputError
 from vita_core.model.checkpoint import (
-    PRESETS, hf_config, load_model, preset_config, read_config, with_mtp_fields,
+    PRESETS, hf_config, is_plus, load_model, preset_config, read_config, with_mtp_fields,
 )
 from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.train.stages import StageSpec
@@ -74,6 +74,10 @@ def init_model(init: str | Path, spec: StageSpec, attn_implementation: str = "sd
         state, old_mtp = model.state_dict(), 0
     else:
         config = read_config(init)
+        if is_plus(config):
+            raise CheckpointError(f"{init} is a VITA-Audio-Plus checkpoint (SenseVoice audio input); vita train "
+                                  "runs the GLM-4-Voice-token recipe: start from Qwen2.5, a stage checkpoint, "
+                                  "VITA-Audio-Boost or -Balance")
         old_mtp = int(config.get("num_nextn_predict_layers", 0) or 0)
         model = load_model(init, dtype=torch.float32, attn_implementation=attn_implementation)
         state = model.state_dict()
