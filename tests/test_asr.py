@@ -77,7 +77,8 @@ def test_stdin_recording(speech, codec_dirs, recordings, tiny_checkpoint_f32, tm
 
 
 def test_render_formats_exactly():
-    t = Transcript(audio="a.wav", text="hello world", duration=3723.5, num_codes=1, tokens=3, seconds=0.1)
+    t = Transcript(audio="a.wav", text="hello world", duration=3723.5, num_codes=1, language="auto", tokens=3,
+                   seconds=0.1)
     assert render(t, "srt") == "1\n00:00:00,000 --> 01:02:03,500\nhello world\n\n"
     assert render(t, "tsv") == "start\tend\ttext\n0\t3723500\thello world\n"
     assert json.loads(render(t, "json"))["segments"] == [{"id": 0, "start": 0.0, "end": 3723.5, "text": "hello world"}]

@@ -110,7 +110,8 @@ def test_damaged_audio_weights_are_named(plus_dir, sv_dir, tmp_path):
         load_plus_audio(folder, sv_dir, 64)
 
 
-def test_features_are_funasr_encoder_output_through_the_projector(plus_dir, sv_dir, speech):
+@pytest.mark.parametrize("language", ["auto", "en"])
+def test_features_are_funasr_encoder_output_through_the_projector(plus_dir, sv_dir, speech, language):
     """Independent path: funasr's own inference with the checkpoint's encoder weights, captured at the
     encoder output, then the projector written out by hand from the saved tensors."""
     from funasr import AutoModel
@@ -123,14 +124,16 @@ def test_features_are_funasr_encoder_output_through_the_projector(plus_dir, sv_d
     captured = []
     auto.model.encoder.register_forward_hook(lambda m, i, o: captured.append(o[0].detach().clone()))
     wav = sentence(0)
-    auto.generate(input=wav, language="auto", use_itn=False)
+    auto.generate(input=wav, language=language, use_itn=False)
     p = {k[len(PLUS_PROJECTOR_PREFIX):]: v for k, v in saved.items() if k.startswith(PLUS_PROJECTOR_PREFIX)}
     x = torch.nn.functional.layer_norm(captured[0][0], (512,), p["pre_proj_layernorm.weight"],
                                        p["pre_proj_layernorm.bias"])
     expected = torch.nn.functional.gelu(x @ p["mlp.0.weight"].T) @ p["mlp.2.weight"].T
-    part = speech.audio_part(wav, 16000)
+    part = speech.audio_part(wav, 16000, language=language)
     assert isinstance(part, AudioContext) and part.length == len(expected) == (len(wav) - 400) // 160 // 6 + 1 + 4
     torch.testing.assert_close(part.features, expected, rtol=1e-5, atol=1e-6)
+    if language != "auto":  # the hint reaches the encoder: the language query changes every output row
+        assert not torch.allclose(part.features, speech.audio_part(wav, 16000).features)
 
 
 def test_prompt_embeddings_fill_the_context_slots_in_order(speech):
@@ -265,6 +268,19 @@ def test_a_folder_mixing_plus_config_and_boost_tokenizer_is_refused(clean_speech
     with pytest.raises(CheckpointError, match=r"config.json is a VITA-Audio-Plus one but the tokenizer lacks "
                                               r"<\|context_of_audio\|>; the folder mixes the files of two checkpoints"):
         load_speech_model(mixed, device="cpu")
+
+
+def test_language_hints(speech, tmp_path, codec_dirs, tiny_checkpoint_f32):
+    with pytest.raises(InputError, match=r"^--language xx: SenseVoice knows auto, zh, en, yue, ja, ko, nospeech$"):
+        speech.audio_part(sentence(0), 16000, language="xx")
+    shutil.copy(LIBRIVOX / SENTENCES[1], tmp_path / "talk.wav")
+    r = runner.invoke(app, ["asr", str(tmp_path / "talk.wav"), "-o", str(tmp_path / "out"), "--language", "en",
+                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]), "--device", "cpu"])
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: --language en: GLM-4-Voice speech codes carry no language hint, only VITA-Audio-Plus checkpoints "
+        "(SenseVoice input) take one; leave it at auto")
+    assert not (tmp_path / "out").exists()
 
 
 def test_too_short_audio_is_refused(speech):

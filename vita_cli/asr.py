@@ -22,6 +22,9 @@ def asr(
     output_format: str = typer.Option("all", "--output-format", "-f",
                                       help="txt, json, srt, vtt, tsv, a comma-separated list, or all."),
     output_dir: Path = typer.Option(Path("."), "--output-dir", "-o", help="Folder for the transcripts (created)."),
+    language: str = typer.Option("auto", "--language", "-l",
+                                 help="auto, or for VITA-Audio-Plus checkpoints SenseVoice's language hint "
+                                      "(zh, en, yue, ja, ko); GLM-4-Voice codes take none."),
     model: Optional[Path] = opt.MODEL,
     tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
     sensevoice_dir: Optional[Path] = opt.SENSEVOICE_DIR,
@@ -47,10 +50,11 @@ def asr(
     output_stems(files)
     speech = load_speech_model(model, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype,
                                need_encoder=True, progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
+    speech.check_language(language)
     if from_stdin:
         rate = speech.input_rate
         wav = read_audio(io.BytesIO(sys.stdin.buffer.read()), rate, name="stdin")
-        transcript = transcribe(speech, wav, rate, name="stdin", max_new_tokens=max_new_tokens)
+        transcript = transcribe(speech, wav, rate, name="stdin", max_new_tokens=max_new_tokens, language=language)
         write_outputs(transcript, "stdin", output_dir, formats)
         if not quiet:
             console.print(transcript.text, highlight=False, soft_wrap=True)
@@ -63,6 +67,7 @@ def asr(
             console.print(f"[bold]{path}[/] ({transcript.duration:.1f} s): {transcript.text}", highlight=False,
                           soft_wrap=True)
 
-    failures = transcribe_files(speech, files, output_dir, formats, on_result, max_new_tokens=max_new_tokens)
+    failures = transcribe_files(speech, files, output_dir, formats, on_result, max_new_tokens=max_new_tokens,
+                                language=language)
     if failures:
         fail(f"{failures} of {len(files)} files failed")

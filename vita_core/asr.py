@@ -34,6 +34,7 @@ class Transcript:
     text: str
     duration: float  # seconds of input audio
     num_codes: int  # speech codes of the input (Plus: continuous feature vectors)
+    language: str  # the language hint given ("auto": none)
     tokens: int
     seconds: float  # wall time for encode + generate
 
@@ -73,23 +74,26 @@ def asr_prompt(speech: SpeechModel, audio: AudioCodes | AudioContext) -> list[in
 
 
 def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str = "",
-               max_new_tokens: int | None = None) -> Transcript:
-    """One recording -> text. The token budget defaults to 10 tokens per second of audio plus 20."""
+               max_new_tokens: int | None = None, language: str = "auto") -> Transcript:
+    """One recording -> text. The token budget defaults to 10 tokens per second of audio plus 20.
+
+    `language` (Plus checkpoints only) is SenseVoice's language query; "auto" as the reference.
+    """
     from vita_core.generate import Sampling, generate_ids
 
     if wav.size == 0:
         raise InputError(f"{name or 'the audio'} holds no samples")
     start = time.perf_counter()
     duration = wav.size / sample_rate
-    audio = speech.audio_part(wav, sample_rate, name or "the audio")
+    audio = speech.audio_part(wav, sample_rate, name or "the audio", language)
     budget = max_new_tokens or int(10 * duration) + 20
     prompt = asr_prompt(speech, audio)
     done = generate_ids(speech.engine, prompt, mode="vanilla", layout=speech.text_layout(), sampling=Sampling(),
                         max_new_tokens=budget, prompt_embeds=speech.prompt_embeds(prompt, [audio]))
     text = speech.chat.decode_text(done.tokens).strip()
     units = audio.length if isinstance(audio, AudioContext) else len(audio.codes)
-    return Transcript(audio=name, text=text, duration=duration, num_codes=units, tokens=len(done.tokens),
-                      seconds=time.perf_counter() - start)
+    return Transcript(audio=name, text=text, duration=duration, num_codes=units, language=language,
+                      tokens=len(done.tokens), seconds=time.perf_counter() - start)
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -153,7 +157,7 @@ def output_stems(files: Sequence[Path]) -> list[str]:
 
 def transcribe_files(speech: SpeechModel, files: Sequence[Path], out_dir: Path, formats: Sequence[str],
                      on_result: Callable[[Path, Transcript | None, Exception | None], None],
-                     max_new_tokens: int | None = None) -> int:
+                     max_new_tokens: int | None = None, language: str = "auto") -> int:
     """Transcribe every file, writing its outputs; a file that fails is reported and skipped.
 
     Returns the number of failures (user errors only; bugs propagate).
@@ -161,11 +165,13 @@ def transcribe_files(speech: SpeechModel, files: Sequence[Path], out_dir: Path, 
     from vita_core.errors import VitaError
     from vita_core.speech import read_audio
 
+    speech.check_language(language)
     rate = speech.input_rate
     failures = 0
     for path, stem in zip(files, output_stems(files)):
         try:
-            t = transcribe(speech, read_audio(path, rate), rate, name=str(path), max_new_tokens=max_new_tokens)
+            t = transcribe(speech, read_audio(path, rate), rate, name=str(path), max_new_tokens=max_new_tokens,
+                           language=language)
         except VitaError as exc:
             failures += 1
             on_result(path, None, exc)

@@ -188,13 +188,18 @@ class SpeechModel:
             raise InputError("audio input needs the speech tokenizer: pass --tokenizer-dir or set VITA_AUDIO_TOKENIZER")
         return [int(c) for c in self.encoder.encode(wav, sample_rate)]
 
-    def audio_part(self, wav: np.ndarray, sample_rate: int, name: str = "the audio") -> AudioCodes | AudioContext:
-        """A recording as this checkpoint hears it: GLM-4-Voice codes, or (Plus) projected SenseVoice features."""
+    def audio_part(self, wav: np.ndarray, sample_rate: int, name: str = "the audio",
+                   language: str = "auto") -> AudioCodes | AudioContext:
+        """A recording as this checkpoint hears it: GLM-4-Voice codes, or (Plus) projected SenseVoice features.
+
+        `language` other than "auto" is SenseVoice's language hint, so only a Plus checkpoint takes one.
+        """
         from vita_core.tokens import AudioCodes, AudioContext
 
+        self.check_language(language)
         if self.plus_audio is not None:
             try:
-                features = self.plus_audio.embed(wav, sample_rate)
+                features = self.plus_audio.embed(wav, sample_rate, language)
             except AudioError as exc:
                 raise InputError(f"{name}: {exc}") from None
             return AudioContext(len(features), features)
@@ -202,6 +207,16 @@ class SpeechModel:
         if not codes:
             raise InputError(f"{name} is too short ({wav.size / sample_rate:.2f} s) to give any speech codes")
         return AudioCodes(codes)
+
+    def check_language(self, language: str) -> None:
+        """A language hint this checkpoint's audio input takes ("auto" always; others only with SenseVoice)."""
+        if language == "auto":
+            return
+        if self.plus_audio is None:
+            raise InputError(f"--language {language}: GLM-4-Voice speech codes carry no language hint, only "
+                             "VITA-Audio-Plus checkpoints (SenseVoice input) take one; leave it at auto")
+        if language not in self.plus_audio.encoder.languages:
+            raise InputError(f"--language {language}: SenseVoice knows {', '.join(self.plus_audio.encoder.languages)}")
 
     def prompt_embeds(self, ids: Sequence[int], parts: Sequence[Any]) -> Any:
         """Backbone input embeddings of a prompt holding these parts, or None when it has no Plus audio."""

@@ -43,9 +43,12 @@ class PlusAudioInput:
         self.projector = projector.eval()
 
     @torch.inference_mode()
-    def embed(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
-        """One recording at any rate -> its projected features, on the projector's device and dtype."""
-        feats = self.encoder.encode(wav, sample_rate)
+    def embed(self, wav: np.ndarray, sample_rate: int, language: str = "auto") -> torch.Tensor:
+        """One recording at any rate -> its projected features, on the projector's device and dtype.
+
+        `language` is SenseVoice's language query; upstream always sends "auto".
+        """
+        feats = self.encoder.encode(wav, sample_rate, language)
         weight = self.projector.mlp[0].weight
         return self.projector(feats.to(device=weight.device, dtype=weight.dtype))
 

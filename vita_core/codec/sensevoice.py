@@ -28,8 +28,9 @@ SAMPLE_RATE = 16000
 FEATURE_SIZE = 512
 NUM_QUERIES = 4
 
-# Embedding rows of SenseVoiceSmall.embed used by the reference's inference_encode.
-LANGUAGE_AUTO, EVENT, EMOTION, TEXTNORM_WOITN = 0, 1, 2, 15
+# Embedding rows of SenseVoiceSmall.embed used by the reference's inference_encode after the language
+# query (whose row comes from the model's lid_dict: "auto" is 0, the reference's choice).
+EVENT, EMOTION, TEXTNORM_WOITN = 1, 2, 15
 
 # funasr's WavFrontend adds +-1 LSB of random dither by default; without it the same audio always
 # gives the same features (the difference is far below the signal).
@@ -85,18 +86,26 @@ class SenseVoiceEncoder:
         feats, _ = extract_fbank(torch.from_numpy(wav), data_type="sound", frontend=self.frontend)
         return feats[0]
 
-    def encode(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Values of the language query: "auto" (the reference's choice) or a language SenseVoice knows."""
+        return tuple(self.model.lid_dict)
+
+    def encode(self, wav: np.ndarray, sample_rate: int, language: str = "auto") -> torch.Tensor:
         """One waveform -> (frames + 4, 512) float tensor."""
-        return self.encode_batch([wav], sample_rate)[0]
+        return self.encode_batch([wav], sample_rate, language)[0]
 
     @torch.inference_mode()
-    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[torch.Tensor]:
+    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int, language: str = "auto") -> list[torch.Tensor]:
         """Several waveforms, padded together; each result has its own frames + 4 rows."""
+        if language not in self.model.lid_dict:
+            raise AudioError(f"SenseVoice has no language {language!r}; choose {', '.join(self.languages)}")
         feats = [self.fbank(w, sample_rate) for w in wavs]
         lengths = torch.tensor([len(f) for f in feats], device=self.device)
         dtype = self.model.embed.weight.dtype
         speech = nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device, dtype)
-        query_ids = torch.tensor([LANGUAGE_AUTO, EVENT, EMOTION, TEXTNORM_WOITN], device=self.device)
+        lid = self.model.lid_dict[language]
+        query_ids = torch.tensor([lid, EVENT, EMOTION, TEXTNORM_WOITN], device=self.device)
         queries = self.model.embed(query_ids)[None].expand(len(feats), -1, -1)
         out, out_lengths = self.model.encoder(torch.cat([queries, speech], dim=1), lengths + NUM_QUERIES)
         return [o[:n] for o, n in zip(out, out_lengths.tolist())]
