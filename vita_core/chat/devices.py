@@ -41,6 +41,11 @@ def list_devices() -> list[dict[str, Any]]:
              "default_samplerate": d["default_samplerate"]} for i, d in enumerate(sd.query_devices())]
 
 
+def _named(kind: str, device: str | int | None) -> str:
+    """How an error names the device: the one asked for, or the system default."""
+    return f"the default {kind} device" if device in (None, "") else f"{kind} device {device!r}"
+
+
 def _device(value: str | int | None) -> int | str | None:
     if value is None or value == "":
         return None
@@ -87,7 +92,7 @@ class SoundDeviceInput:
                                           device=_device(device), callback=self._callback)
             self._stream.start()
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
-            raise AudioError(f"cannot open input device {device!r}: {exc}; see vita chat --list-devices") from None
+            raise AudioError(f"cannot open {_named('input', device)}: {exc}; see vita chat --list-devices") from None
 
     def _callback(self, indata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
         self._queue.put(indata[:, 0].copy())
@@ -191,7 +196,7 @@ class SoundDeviceOutput(_Lag):
             self._stream = sd.OutputStream(samplerate=sample_rate, channels=1, dtype="float32",
                                            device=_device(device), callback=self._callback)
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
-            raise AudioError(f"cannot open output device {device!r}: {exc}; see vita chat --list-devices") from None
+            raise AudioError(f"cannot open {_named('output', device)}: {exc}; see vita chat --list-devices") from None
 
     def _callback(self, outdata: np.ndarray, frames: int, when: Any, _status: Any) -> None:
         out = np.zeros(frames, dtype=np.float32)

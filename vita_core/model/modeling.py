@@ -11,14 +11,24 @@ backbone's post-norm hidden state and h_{k+1} is module k's; it predicts x_{p+1}
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers import Qwen2Config
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel, Qwen2RMSNorm
+from transformers.models.qwen2.modeling_qwen2 import (
+    Qwen2DecoderLayer,
+    Qwen2Model,
+    Qwen2PreTrainedModel,
+    Qwen2RMSNorm,
+)
 
 from vita_core.model.attention import block_causal_mask, causal_mask_for_cache, varlen_kwargs
+
+# The decoder layer's KV-cache argument: `cache` in recent transformers 5 releases, which deprecate
+# the older `past_key_values` (and warn on every call); older 5.x releases know only the latter.
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2DecoderLayer.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -70,7 +80,7 @@ class VitaAudioForCausalLM(Qwen2PreTrainedModel):
         for i in layer_ids:
             hidden = self.model.layers[i](
                 hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rope,
-                past_key_values=cache, **attn_kwargs,
+                **{_CACHE_KWARG: cache}, **attn_kwargs,
             )
         return self.model.norm(hidden)
 
