@@ -91,8 +91,7 @@ def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str
     done = generate_ids(speech.engine, prompt, mode="vanilla", layout=speech.text_layout(), sampling=Sampling(),
                         max_new_tokens=budget, prompt_embeds=speech.prompt_embeds(prompt, [audio]))
     text = speech.chat.decode_text(done.tokens).strip()
-    units = audio.length if isinstance(audio, AudioContext) else len(audio.codes)
-    return Transcript(audio=name, text=text, duration=duration, num_codes=units, language=language,
+    return Transcript(audio=name, text=text, duration=duration, num_codes=audio.length, language=language,
                       tokens=len(done.tokens), seconds=time.perf_counter() - start)
 
 

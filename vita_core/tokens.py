@@ -58,6 +58,11 @@ class AudioCodes:
     def __init__(self, codes: Sequence[int]) -> None:
         object.__setattr__(self, "codes", tuple(int(c) for c in codes))
 
+    @property
+    def length(self) -> int:
+        """Positions the span fills between its begin and end tokens (as `AudioContext.length`)."""
+        return len(self.codes)
+
 
 @dataclass(frozen=True)
 class AudioContext:

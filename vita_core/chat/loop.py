@@ -163,7 +163,7 @@ class ChatSession:
         turn = Turn(index=len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0)
         ms = lambda: 1000 * (time.perf_counter() - eos)  # noqa: E731
         audio = speech.audio_part(utterance.audio, INPUT_RATE, f"utterance {turn.index}")
-        turn.user_codes = audio.length if isinstance(audio, AudioContext) else len(audio.codes)
+        turn.user_codes = audio.length
         turn.stages_ms["audio_encoded"] = ms()
         self.say("thinking", turn)
         prompt = self.conversation.prompt(audio)
