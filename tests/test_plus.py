@@ -275,7 +275,8 @@ def test_language_hints(speech, tmp_path, codec_dirs, tiny_checkpoint_f32):
         speech.audio_part(sentence(0), 16000, language="xx")
     shutil.copy(LIBRIVOX / SENTENCES[1], tmp_path / "talk.wav")
     r = runner.invoke(app, ["asr", str(tmp_path / "talk.wav"), "-o", str(tmp_path / "out"), "--language", "en",
-                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]), "--device", "cpu"])
+                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]),
+                            "--device", "cpu"])
     assert r.exit_code == 1
     assert r.stderr.strip().splitlines()[-1] == (
         "error: --language en: GLM-4-Voice speech codes carry no language hint, only VITA-Audio-Plus checkpoints "

@@ -1,9 +1,10 @@
-"""Speech to text: speech-tokenizer codes in the reference's ASR prompt, text-only generation.
+"""Speech to text: the recording in the reference's ASR prompt, text-only generation.
 
 The user turn is "Convert the speech to text.\\n" followed by the audio in
 <|begin_of_audio|> ... <|end_of_audio|> (the reference's "<|audio|>" placeholder, filled in with
-speech codes, or for a Plus checkpoint with SenseVoice feature slots); the answer is generated with the backbone alone (vanilla) and audio tokens masked out, then
-decoded with special tokens skipped, as the reference's ASR evaluation does.
+speech codes, or for a Plus checkpoint with SenseVoice feature slots); the answer is generated
+with the backbone alone (vanilla) and audio tokens masked out, then decoded with special tokens
+skipped, as the reference's ASR evaluation does.
 """
 
 from __future__ import annotations

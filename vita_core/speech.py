@@ -305,7 +305,8 @@ def load_speech_model(
     tokenizer = load_tokenizer(folder)
     tokens = layout_from_tokenizer(tokenizer)
     if plus != tokens.is_plus:
-        which = "is a VITA-Audio-Plus one but the tokenizer lacks" if plus else "is not a Plus one but the tokenizer has"
+        which = ("is a VITA-Audio-Plus one but the tokenizer lacks" if plus
+                 else "is not a Plus one but the tokenizer has")
         raise CheckpointError(f"{folder}: config.json {which} <|context_of_audio|>; the folder mixes the files of "
                               "two checkpoints, copy the whole released folder")
     encoder = decoder = plus_audio = None  # the codecs load first: a broken folder fails before the slow model load

@@ -3,10 +3,9 @@
 The user turn is "Convert the text to speech.\\n<text>" (the reference's task prompt); an
 optional voice prompt goes in a system turn "Your Voice: <|audio|>\\n" holding the prompt
 audio (its codes, or for a Plus checkpoint its SenseVoice features), as the reference's
-inference script does. Each audio code is pushed into the
-codec's streaming decoder as soon as it is generated (the decoder decides when it has enough
-to emit final PCM), so PCM reaches the caller's `on_audio` while the answer is still being
-generated.
+inference script does. Each audio code is pushed into the codec's streaming decoder as soon as
+it is generated (the decoder decides when it has enough to emit final PCM), so PCM reaches the
+caller's `on_audio` while the answer is still being generated.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The spoken conversation loop: listen, encode, answer with interleaved text and speech, play.
 
 Each user utterance becomes a user turn holding its speech codes (the reference's "<|audio|>"
-input), or for a Plus checkpoint its SenseVoice feature slots; the answer is generated with the checkpoint's interleaved layout and every audio code
-goes straight into the streaming decoder and on to the speaker. The conversation history is
+input), or for a Plus checkpoint its SenseVoice feature slots; the answer is generated with the
+checkpoint's interleaved layout and every audio code goes straight into the streaming decoder
+and on to the speaker. The conversation history is
 kept as the exact token ids generated, so the next turn sees what the model said, not a
 re-tokenisation of it. Speaking while an answer is generated or played cuts it (barge-in).
 
