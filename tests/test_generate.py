@@ -59,6 +59,25 @@ def test_cached_engine_equals_cache_free_reference(model, engine, lay, mode, rat
     assert ours.producers == ref_producers
 
 
+@pytest.fixture(scope="module")
+def model3():
+    """Three MCTP modules: runs of ten MCTP positions restart the chain after a backbone step."""
+    from vita_core.model.checkpoint import preset_config, random_model
+
+    return random_model(preset_config("tiny", num_mtp=3), seed=1, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["balance", "boost", "turbo", [2, 3, 1, 6]], ids=str)
+def test_three_modules_engine_equals_cache_free_reference(model3, lay, mode):
+    layout, m = Layout(BOOST_RATIO), get_mode(mode)
+    ours = generate_ids(Engine(model3, lay), PROMPT, mode=m, layout=layout, max_new_tokens=40, stop_ids=())
+    ref_tokens, ref_producers = reference_generate(model3, lay, PROMPT, m, layout, 40)
+    assert ours.tokens == ref_tokens and ours.producers == ref_producers
+    if m.name in ("boost", "turbo"):  # the first run of ten MCTP positions restarts the chain twice
+        assert ours.producers[:11] == [BACKBONE, 0, 1, 2, BACKBONE, 0, 1, 2, BACKBONE, 0, 1]
+    assert ours.mtp_forwards == sum(p != BACKBONE for p in ref_producers) > 0
+
+
 @pytest.mark.parametrize("mode", ["vanilla", "balance", "boost", "turbo"])
 def test_each_mode_follows_its_schedule(engine, mode):
     done = generate_ids(engine, PROMPT, mode=mode, layout=Layout(BOOST_RATIO), max_new_tokens=60, stop_ids=())

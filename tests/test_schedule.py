@@ -19,10 +19,48 @@ def test_named_modes():
     assert get_mode("balance").producers(16, 10) == [BACKBONE, 0, 1, 2, 3, BACKBONE, BACKBONE, BACKBONE, *range(8)]
 
 
-def test_custom_mode_and_fallback_when_fewer_modules():
+def test_custom_mode_and_no_modules():
     assert get_mode("2 3").producers(7, 10) == [BACKBONE, BACKBONE, 0, 1, 2, BACKBONE, BACKBONE]
-    assert get_mode([1, 10]).producers(6, 2) == [BACKBONE, 0, 1, BACKBONE, BACKBONE, BACKBONE]
     assert get_mode("boost").producers(4, 0) == [BACKBONE] * 4
+
+
+def upstream(pattern, n, num_mtp):
+    """Upstream's eval `forward`, step by step: 'M'/'m' string, a module counter that only a
+    backbone step resets, and MCTP only while the counter is below the number of modules."""
+    pairs = list(zip(pattern[::2], pattern[1::2]))
+    letters = "".join("M" * b + "m" * m for b, m in pairs)
+    while len(letters) < n:
+        letters += "M" * pairs[-1][0] + "m" * pairs[-1][1]
+    out, mtp_idx = [], 0
+    for letter in letters[:n]:
+        if letter == "m" and mtp_idx < num_mtp:
+            out.append(mtp_idx)
+            mtp_idx += 1
+        else:
+            out.append(BACKBONE)
+            mtp_idx = 0
+    return out
+
+
+B_ = BACKBONE
+
+
+@pytest.mark.parametrize("name,num_mtp,expected", [
+    # hand-written from upstream's modeling_qwen2.py: the chain restarts at module 0 after the backbone
+    ("boost", 3, [B_, 0, 1, 2, B_, 0, 1, 2, B_, 0, 1, B_, B_, B_, B_, 0, 1, 2, B_, 0, 1, 2, B_, 0, 1, B_]),
+    ("turbo", 2, [B_, 0, 1, B_, 0, 1, B_, 0, 1, B_, 0, B_, 0, 1]),
+    ("balance", 3, [B_, 0, 1, 2, B_, B_, B_, B_, 0, 1, 2, B_, 0, 1, 2, B_, B_, B_, B_, B_, 0, 1, 2, B_, 0, 1, 2, B_, 0, 1]),
+    ("turbo", 10, [B_, *range(10), B_, *range(10)]),
+])
+def test_fewer_modules_restart_the_chain_as_upstream(name, num_mtp, expected):
+    assert get_mode(name).producers(len(expected), num_mtp) == expected
+    assert upstream(list(get_mode(name).pattern), len(expected), num_mtp) == expected
+
+
+@pytest.mark.parametrize("pattern", [[1, 10], [1, 10, 4, 10], [1, 4, 3, 8, 4, 10], [2, 3, 1, 6], [3, 0, 1, 7]], ids=str)
+@pytest.mark.parametrize("num_mtp", [1, 2, 3, 5, 10])
+def test_expansion_equals_upstream_step_rule(pattern, num_mtp):
+    assert get_mode(pattern).producers(200, num_mtp) == upstream(pattern, 200, num_mtp)
 
 
 @pytest.mark.parametrize("bad", ["1 10 4", "a b", "0 10", "1 -2", ""])

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from vita_core.errors import CheckpointError, InputError
-from vita_core.tokens import AudioCodes, ChatFormat, Message, layout_from_tokenizer
+from vita_core.tokens import AudioCodes, ChatFormat, Message, TokenLayout, layout_from_tokenizer
 
 
 def test_boost_balance_layout(tokenizer):
@@ -55,3 +55,35 @@ def test_a_tokenizer_without_audio_tokens_is_refused(tmp_path):
     plain.unk_token = "<|endoftext|>"
     with pytest.raises(CheckpointError, match=re.escape("has no <|im_start|> token")):
         layout_from_tokenizer(plain)
+
+
+SMALL = dict(endoftext=0, im_start=1, im_end=2, begin_of_audio=3, end_of_audio=4, audio_placeholder=5,
+             audio_offset=300, vocab_size=812)
+
+
+def test_layout_from_a_plain_dict_for_a_small_vocab():
+    lay = TokenLayout.from_dict(SMALL)
+    assert lay.num_codes == 512 and lay.audio_end == 812 and lay.context_of_audio is None
+    assert lay.code_to_id(511) == 811 and not lay.is_plus
+    assert TokenLayout.from_dict({**SMALL, "num_codes": 100}).audio_end == 400
+
+
+def test_released_layout_from_dict_equals_the_tokenizers(tokenizer):
+    lay = layout_from_tokenizer(tokenizer)
+    fields = {k: v for k, v in lay.__dict__.items() if k != "num_codes"}
+    assert TokenLayout.from_dict(fields) == lay
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"vocab_size": None}, "vocab_size = None must be a non-negative integer"),
+    ({"num_codes": 600}, "do not fit in vocab_size 812"),
+    ({"im_end": 400}, "im_end = 400 must be below vocab_size 812 and outside the audio codes"),
+    ({"im_end": 1}, "special ids must differ"),
+    ({"codes": 5}, "unknown codes"),
+])
+def test_layout_dict_errors_name_the_field(change, message):
+    fields = {**SMALL, **change}
+    with pytest.raises(InputError, match=re.escape(message)):
+        TokenLayout.from_dict(fields)
+    with pytest.raises(InputError, match="missing im_start"):
+        TokenLayout.from_dict({k: v for k, v in SMALL.items() if k != "im_start"})

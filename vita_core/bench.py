@@ -22,9 +22,9 @@ from vita_core.schedule import BACKBONE, BOOST_RATIO, Layout, get_mode
 from vita_core.tokens import NUM_AUDIO_CODES, TokenLayout
 
 # The released Boost/Balance id layout, so no tokenizer is needed to benchmark a preset.
-RELEASED_LAYOUT = TokenLayout(endoftext=151643, im_start=151644, im_end=151645, begin_of_audio=151674,
-                              end_of_audio=151675, audio_placeholder=151684, audio_offset=151685,
-                              context_of_audio=None, vocab_size=151685 + NUM_AUDIO_CODES)
+RELEASED_LAYOUT = TokenLayout.from_dict(dict(endoftext=151643, im_start=151644, im_end=151645, begin_of_audio=151674,
+                                              end_of_audio=151675, audio_placeholder=151684, audio_offset=151685,
+                                              vocab_size=151685 + NUM_AUDIO_CODES))
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

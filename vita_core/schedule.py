@@ -63,15 +63,18 @@ class Mode:
     def producers(self, n: int, num_mtp: int) -> list[int]:
         """Producer of generated positions 0..n-1: BACKBONE or the MCTP module index.
 
-        A run of MCTP positions uses modules 0, 1, 2, ... in order, each fed by the one before;
-        runs longer than the number of modules fall back to the backbone, as in the reference.
+        A run of MCTP positions uses modules 0, 1, 2, ... in order, each fed by the one before.
+        When a run is longer than the N modules, the position after module N-1 goes to the
+        backbone and the chain restarts at module 0 inside the same run, as upstream's
+        `forward` does (its module counter is only reset by a backbone step): boost with N=3 is
+        `B 0 1 2 B 0 1 2 B 0 1`, then `B B B B`, and so on.
         """
         if self.pattern is None or num_mtp == 0:
             return [BACKBONE] * n
         out: list[int] = []
         for backbone, mtp in _pairs_forever(list(self.pattern)):
             out += [BACKBONE] * backbone
-            out += [k if k < num_mtp else BACKBONE for k in range(mtp)]
+            out += [k if k < num_mtp else BACKBONE for k in (i % (num_mtp + 1) for i in range(mtp))]
             if len(out) >= n:
                 return out[:n]
         return out  # unreachable: the generator never ends

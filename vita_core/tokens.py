@@ -92,18 +92,54 @@ class Message:
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Ids the engine, data pipeline and evaluators need, computed from one tokenizer."""
+    """Ids the engine, data pipeline and evaluators need, computed from one tokenizer.
 
-    endoftext: int
-    im_start: int
-    im_end: int
-    begin_of_audio: int
-    end_of_audio: int
-    audio_placeholder: int
-    audio_offset: int
-    context_of_audio: int | None
-    vocab_size: int
-    num_codes: int = NUM_AUDIO_CODES
+    Usually read off a tokenizer (`layout_from_tokenizer`); `from_dict` builds one for a
+    checkpoint that carries none (benchmarks, tests, a codec with another codebook size).
+    """
+
+    endoftext: int  # <|endoftext|>: a stop id and the pad id
+    im_start: int  # <|im_start|>: opens a chat turn
+    im_end: int  # <|im_end|>: closes a turn; the usual stop id
+    begin_of_audio: int  # <|begin_of_audio|>: opens an audio block
+    end_of_audio: int  # <|end_of_audio|>: closes it
+    audio_placeholder: int  # <|audio|>
+    audio_offset: int  # id of <|audio_0|>: code c is id audio_offset + c
+    context_of_audio: int | None  # <|context_of_audio|> of Plus tokenizers (feature slots), else None
+    vocab_size: int  # ids the tokenizer defines (len(tokenizer)), not the model's padded vocab_size
+    num_codes: int = NUM_AUDIO_CODES  # the codec's codebook size (GLM-4-Voice: 16384)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "TokenLayout":
+        """A layout from plain ids, checked: every special below vocab_size and outside the codes.
+
+        `num_codes` may be left out when the codes are the last ids (the released layout rule):
+        it is then `vocab_size - audio_offset`. `context_of_audio` may be left out (not Plus).
+        """
+        names = [f for f in cls.__dataclass_fields__ if f not in ("num_codes", "context_of_audio")]
+        missing = [n for n in names if n not in fields]
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if missing or unknown:
+            raise InputError(f"token layout: missing {', '.join(missing) or 'nothing'}; "
+                             f"unknown {', '.join(unknown) or 'nothing'}; fields are {', '.join(cls.__dataclass_fields__)}")
+        values = {n: fields[n] for n in cls.__dataclass_fields__ if n in fields}
+        values.setdefault("context_of_audio", None)
+        for n, v in values.items():
+            if (v is not None or n != "context_of_audio") and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise InputError(f"token layout: {n} = {v!r} must be a non-negative integer id or count")
+        values.setdefault("num_codes", values["vocab_size"] - values["audio_offset"])
+        layout = cls(**values)
+        if layout.num_codes < 1 or layout.audio_end > layout.vocab_size:
+            raise InputError(f"token layout: codes {layout.audio_offset}..{layout.audio_end - 1} do not fit "
+                             f"in vocab_size {layout.vocab_size}; give num_codes or a larger vocab_size")
+        specials = {n: v for n, v in values.items() if n not in ("audio_offset", "vocab_size", "num_codes") and v is not None}
+        for n, v in specials.items():
+            if v >= layout.vocab_size or layout.is_audio_code(v):
+                raise InputError(f"token layout: {n} = {v} must be below vocab_size {layout.vocab_size} "
+                                 f"and outside the audio codes {layout.audio_offset}..{layout.audio_end - 1}")
+        if len(set(specials.values())) != len(specials):
+            raise InputError(f"token layout: special ids must differ, got {specials}")
+        return layout
 
     @property
     def is_plus(self) -> bool:
