@@ -22,7 +22,7 @@ from vita_core.data.pack import pack  # noqa: E402
 from vita_core.data.prepare import layout_json  # noqa: E402
 from vita_core.data.prepared import FORMAT, MANIFEST, write_json, write_shard  # noqa: E402
 from vita_core.data.recipe import parse_recipe  # noqa: E402
-from vita_core.tiny import build_tokenizer  # noqa: E402
+from vita_core.tiny.tokenizer import build_tokenizer  # noqa: E402
 from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import torch
 # Tiny models gain nothing from threads, and OpenMP spin-waits badly on a busy 2-core machine.
 torch.set_num_threads(1)
 
-from vita_core.tiny import build_tokenizer
+from vita_core.tiny.tokenizer import build_tokenizer
 from vita_core.tokens import load_tokenizer
 
 
@@ -66,7 +66,7 @@ def tiny_checkpoint_f32(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def whisper_pt(tmp_path_factory) -> Path:
     """A tiny random-init openai-whisper checkpoint (.pt) for the eval scorers."""
-    from vita_core.eval.tiny import build_openai_whisper
+    from vita_core.tiny.whisper import build_openai_whisper
 
     return build_openai_whisper(tmp_path_factory.mktemp("ow") / "tiny.pt")
 
@@ -90,6 +90,6 @@ def codec_dirs(clean_speech_env, monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def decoder_dir(tmp_path_factory) -> Path:
     """A tiny random-init glm-4-voice-decoder folder (config.yaml, flow.pt, hift.pt)."""
-    from vita_core.codec.tiny_glm4voice_decoder import build_tiny_glm4voice_decoder
+    from vita_core.tiny.glm4voice_decoder import build_tiny_glm4voice_decoder
 
     return build_tiny_glm4voice_decoder(tmp_path_factory.mktemp("decoder") / "glm-4-voice-decoder", seed=0)

@@ -120,7 +120,7 @@ def test_user_errors(codec_dirs, recordings, tiny_checkpoint_f32, monkeypatch, a
 
 def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_checkpoint_f32, tmp_path):
     """No fakes: the tiny GLM-4-Voice tokenizer folder goes through load_encoder and the real encoder."""
-    from vita_core.codec.tiny_glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+    from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
 
     enc = build_tiny_glm4voice_tokenizer(tmp_path / "glm-4-voice-tokenizer")
     out = tmp_path / "out"

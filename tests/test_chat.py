@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import speech_fakes
 from vita_cli.main import app
 from vita_core.codec import load_encoder
-from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
-from vita_core.codec.tiny_glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+from vita_core.codec.glm4voice.decoder import load_glm4voice_decoder
+from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
 from vita_core.chat.devices import FileOutput
 from vita_core.chat.loop import STAGES, ChatSession, Conversation
 from vita_core.chat.vad import SpeechStart, Utterance

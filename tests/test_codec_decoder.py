@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from vita_core.codec import load_decoder
-from vita_core.codec.decoder_config import read_decoder_config, write_decoder_config
-from vita_core.codec.flow import FlowConfig, FlowDecoder
-from vita_core.codec.flow_encoder import block_causal_mask
-from vita_core.codec.glm4voice_decoder import (
+from vita_core.codec.glm4voice.decoder_config import read_decoder_config, write_decoder_config
+from vita_core.codec.glm4voice.flow import FlowConfig, FlowDecoder
+from vita_core.codec.glm4voice.flow_encoder import block_causal_mask
+from vita_core.codec.glm4voice.decoder import (
     DecodeOptions,
     GLM4VoiceDecoder,
     VocoderStream,
     crossfade_weights,
     load_glm4voice_decoder,
 )
-from vita_core.codec.hift import HiFTVocoder
-from vita_core.codec.tiny_glm4voice_decoder import RELEASED_HIFT
+from vita_core.codec.glm4voice.hift import HiFTVocoder
+from vita_core.tiny.glm4voice_decoder import RELEASED_HIFT
 from vita_core.errors import CheckpointError, InputError
 
 CODES = np.random.default_rng(0).integers(0, 16384, 130).tolist()

@@ -13,9 +13,9 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from vita_core.audio import load_audio, resample
 from vita_core.codec import SpeechEncoder, load_decoder, load_encoder
-from vita_core.codec.glm4voice_tokenizer import UNUSED_KEYS, load_glm4voice_tokenizer
-from vita_core.codec.tiny_glm4voice_tokenizer import RELEASED_CONFIG, build_tiny_glm4voice_tokenizer
-from vita_core.codec.whisper_vq import WhisperVQConfig, WhisperVQEncoder, attention_bias
+from vita_core.codec.glm4voice.tokenizer import UNUSED_KEYS, load_glm4voice_tokenizer
+from vita_core.tiny.glm4voice_tokenizer import RELEASED_CONFIG, build_tiny_glm4voice_tokenizer
+from vita_core.codec.glm4voice.whisper_vq import WhisperVQConfig, WhisperVQEncoder, attention_bias
 from vita_core.errors import AudioError, CheckpointError
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")

@@ -11,7 +11,7 @@ import torch
 
 from vita_core.errors import CheckpointError, InputError
 from vita_core.eval.asr import detect_format, load_transcriber, protocol_note
-from vita_core.eval.tiny import build_hf_whisper, build_paraformer
+from vita_core.tiny.whisper import build_hf_whisper, build_paraformer
 
 
 @pytest.fixture(scope="module")

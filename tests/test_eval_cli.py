@@ -232,7 +232,7 @@ def test_sqa_command(tmp_path, whisper_pt):
 
 
 def test_seed_tts_chinese_with_paraformer(tmp_path):
-    from vita_core.eval.tiny import build_paraformer
+    from vita_core.tiny.whisper import build_paraformer
 
     para = build_paraformer(tmp_path / "para")
     meta = tmp_path / "zh" / "meta.lst"

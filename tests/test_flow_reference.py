@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 
-from vita_core.codec.flow import FlowConfig, FlowDecoder, flow_noise
-from vita_core.codec.flow_encoder import EncoderConfig
-from vita_core.codec.tiny_glm4voice_decoder import TINY_FLOW
+from vita_core.codec.glm4voice.flow import FlowConfig, FlowDecoder, flow_noise
+from vita_core.codec.glm4voice.flow_encoder import EncoderConfig
+from vita_core.tiny.glm4voice_decoder import TINY_FLOW
 
 ref_encoder = pytest.importorskip("cosyvoice.transformer.encoder")
 ref_decoder = pytest.importorskip("cosyvoice.flow.decoder")

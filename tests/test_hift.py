@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vita_core.codec.hift import (
+from vita_core.codec.glm4voice.hift import (
     F0PredictorConfig,
     HiFTConfig,
     HiFTVocoder,
@@ -17,7 +17,7 @@ from vita_core.codec.hift import (
     load_hift,
     load_hift_state_dict,
 )
-from vita_core.codec.hift_source import HarmonicSource
+from vita_core.codec.glm4voice.hift_source import HarmonicSource
 from vita_core.errors import CheckpointError, InputError
 
 RELEASED = {

@@ -16,9 +16,9 @@ pytest.importorskip("funasr")
 
 from reference_engine import reference_generate  # noqa: E402
 from vita_cli.main import app  # noqa: E402
-from vita_core.codec.plus_audio import fill_audio_context, load_plus_audio  # noqa: E402
-from vita_core.codec.sensevoice import NO_DITHER, PLUS_ENCODER_PREFIX, PLUS_PROJECTOR_PREFIX  # noqa: E402
-from vita_core.codec.tiny_sensevoice import build_tiny_plus_checkpoint, build_tiny_sensevoice  # noqa: E402
+from vita_core.codec.sensevoice.plus_audio import fill_audio_context, load_plus_audio  # noqa: E402
+from vita_core.codec.sensevoice.encoder import NO_DITHER, PLUS_ENCODER_PREFIX, PLUS_PROJECTOR_PREFIX  # noqa: E402
+from vita_core.tiny.sensevoice import build_tiny_plus_checkpoint, build_tiny_sensevoice  # noqa: E402
 from vita_core.errors import CheckpointError, InputError  # noqa: E402
 from vita_core.generate import generate_ids  # noqa: E402
 from vita_core.model.checkpoint import hf_config, load_model  # noqa: E402

@@ -7,13 +7,13 @@ import torch
 pytest.importorskip("funasr")
 
 from vita_core.audio import resample  # noqa: E402
-from vita_core.codec.sensevoice import (  # noqa: E402
+from vita_core.codec.sensevoice.encoder import (  # noqa: E402
     NO_DITHER,
     PLUS_PROJECTOR_PREFIX,
     ResamplerProjector,
     load_sensevoice,
 )
-from vita_core.codec.tiny_sensevoice import build_tiny_sensevoice  # noqa: E402
+from vita_core.tiny.sensevoice import build_tiny_sensevoice  # noqa: E402
 from vita_core.errors import AudioError, CheckpointError  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import speech_fakes
 from vita_cli.main import app
-from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
+from vita_core.codec.glm4voice.decoder import load_glm4voice_decoder
 from vita_core.errors import CheckpointError, InputError
 from vita_core.model import checkpoint
 from vita_core.speech import load_speech_model, resolve_folder

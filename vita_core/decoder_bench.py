@@ -74,8 +74,8 @@ def bench_decoder(
 
     Without `decoder_dir`, a random-init folder is built first (released sizes when `real_dims`).
     """
-    from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
-    from vita_core.codec.tiny_glm4voice_decoder import build_tiny_glm4voice_decoder
+    from vita_core.codec.glm4voice.decoder import load_glm4voice_decoder
+    from vita_core.tiny.glm4voice_decoder import build_tiny_glm4voice_decoder
 
     if chunks < 2:
         raise InputError(f"--decoder-chunks {chunks}: need at least 2 chunks to compare the first and the last")

@@ -29,7 +29,7 @@ from vita_core.errors import AudioError, CheckpointError, InputError
 
 if TYPE_CHECKING:
     from vita_core.codec.base import SpeechDecoder, SpeechEncoder
-    from vita_core.codec.plus_audio import PlusAudioInput
+    from vita_core.codec.sensevoice.plus_audio import PlusAudioInput
     from vita_core.generate import Engine, Sampling
     from vita_core.model.modeling import VitaAudioForCausalLM
     from vita_core.schedule import Layout, Mode
@@ -222,7 +222,7 @@ class SpeechModel:
         """Backbone input embeddings of a prompt holding these parts, or None when it has no Plus audio."""
         import torch
 
-        from vita_core.codec.plus_audio import fill_audio_context
+        from vita_core.codec.sensevoice.plus_audio import fill_audio_context
         from vita_core.tokens import AudioContext
 
         features = [p.features for p in parts if isinstance(p, AudioContext)]
@@ -311,7 +311,7 @@ def load_speech_model(
                               "two checkpoints, copy the whole released folder")
     encoder = decoder = plus_audio = None  # the codecs load first: a broken folder fails before the slow model load
     if sv_dir is not None:
-        from vita_core.codec.plus_audio import load_plus_audio
+        from vita_core.codec.sensevoice.plus_audio import load_plus_audio
 
         say(f"loading SenseVoice audio encoder ({sv_dir}) and projector ({folder})")
         plus_audio = load_plus_audio(folder, sv_dir, int(config["hidden_size"]), device=device, dtype=torch_dtype)

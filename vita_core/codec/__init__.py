@@ -28,7 +28,7 @@ def _check(folder: str | Path, name: str, known: tuple[str, ...], kind: str) -> 
 def load_encoder(folder: str | Path, name: str = "glm4voice", device: str = "cpu") -> SpeechEncoder:
     """Audio -> codes, e.g. the released glm-4-voice-tokenizer folder."""
     folder = _check(folder, name, ENCODERS, "encoder")
-    from vita_core.codec.glm4voice_tokenizer import load_glm4voice_tokenizer
+    from vita_core.codec.glm4voice.tokenizer import load_glm4voice_tokenizer
 
     return load_glm4voice_tokenizer(folder, device=device)
 
@@ -36,6 +36,6 @@ def load_encoder(folder: str | Path, name: str = "glm4voice", device: str = "cpu
 def load_decoder(folder: str | Path, name: str = "glm4voice", device: str = "cpu") -> SpeechDecoder:
     """Codes -> audio, e.g. the released glm-4-voice-decoder folder (config.yaml, flow.pt, hift.pt)."""
     folder = _check(folder, name, DECODERS, "decoder")
-    from vita_core.codec.glm4voice_decoder import load_glm4voice_decoder
+    from vita_core.codec.glm4voice.decoder import load_glm4voice_decoder
 
     return load_glm4voice_decoder(folder, device=device)

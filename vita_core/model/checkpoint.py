@@ -8,7 +8,7 @@ unexpected (a tied lm_head is the one documented exception).
 
 VITA-Audio-Plus folders (`model_type` "qwen2_mtp_sensevoice") also hold the SenseVoice encoder and
 its projector under `model.audio_model.` / `model.audio_projection.`; `load_model` loads the LLM
-part and `vita_core.codec.plus_audio` the audio part, each key for key.
+part and `vita_core.codec.sensevoice.plus_audio` the audio part, each key for key.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from vita_core.codec.decoder_config import write_decoder_config
-from vita_core.codec.flow import FlowConfig, FlowDecoder
-from vita_core.codec.flow_encoder import EncoderConfig
-from vita_core.codec.flow_estimator import EstimatorConfig
-from vita_core.codec.hift import HiFTConfig, build_random_hift
+from vita_core.codec.glm4voice.decoder_config import write_decoder_config
+from vita_core.codec.glm4voice.flow import FlowConfig, FlowDecoder
+from vita_core.codec.glm4voice.flow_encoder import EncoderConfig
+from vita_core.codec.glm4voice.flow_estimator import EstimatorConfig
+from vita_core.codec.glm4voice.hift import HiFTConfig, build_random_hift
 
 SAMPLE_RATE = 22050
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vita_core.codec.cuda_graphs import GraphedModule
-from vita_core.codec.flow_encoder import BlockConformerEncoder, EncoderConfig
-from vita_core.codec.flow_estimator import EstimatorConfig, FlowEstimator
+from vita_core.codec.glm4voice.cuda_graphs import GraphedModule
+from vita_core.codec.glm4voice.flow_encoder import BlockConformerEncoder, EncoderConfig
+from vita_core.codec.glm4voice.flow_estimator import EstimatorConfig, FlowEstimator
 
 NOISE_BLOCK = 64  # frames per independently seeded noise block
 

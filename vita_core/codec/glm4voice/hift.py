@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from vita_core.codec.hift_source import ExcitationState, F0Predictor, HarmonicSource, ResBlock, upsample_f0, weight_normed
+from vita_core.codec.glm4voice.hift_source import ExcitationState, F0Predictor, HarmonicSource, ResBlock, upsample_f0, weight_normed
 from vita_core.codec.weights import read_torch_state
 from vita_core.errors import CheckpointError, InputError
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from vita_core.codec.flow import FlowConfig
-from vita_core.codec.flow_encoder import EncoderConfig
-from vita_core.codec.flow_estimator import EstimatorConfig
+from vita_core.codec.glm4voice.flow import FlowConfig
+from vita_core.codec.glm4voice.flow_encoder import EncoderConfig
+from vita_core.codec.glm4voice.flow_estimator import EstimatorConfig
 from vita_core.errors import CheckpointError
 
 EXPECTED = {

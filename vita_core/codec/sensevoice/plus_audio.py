@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vita_core.codec.sensevoice import (
+from vita_core.codec.sensevoice.encoder import (
     FEATURE_SIZE,
     PLUS_ENCODER_PREFIX,
     PLUS_PROJECTOR_PREFIX,

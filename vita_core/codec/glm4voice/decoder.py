@@ -20,10 +20,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vita_core.codec.decoder_config import read_decoder_config
-from vita_core.codec.flow import FlowDecoder
-from vita_core.codec.hift import HiFTConfig, HiFTVocoder, load_hift
-from vita_core.codec.hift_source import ExcitationState
+from vita_core.codec.glm4voice.decoder_config import read_decoder_config
+from vita_core.codec.glm4voice.flow import FlowDecoder
+from vita_core.codec.glm4voice.hift import HiFTConfig, HiFTVocoder, load_hift
+from vita_core.codec.glm4voice.hift_source import ExcitationState
 from vita_core.codec.weights import read_torch_state, strict_load
 from vita_core.errors import CheckpointError, InputError
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import WhisperFeatureExtractor
 
-from vita_core.codec.whisper_vq import WhisperVQConfig, WhisperVQEncoder
+from vita_core.codec.glm4voice.whisper_vq import WhisperVQConfig, WhisperVQEncoder
 
 # The released config.json (transformers 4.44.1, WhisperVQEncoder), field for field.
 RELEASED_CONFIG = {

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from transformers import WhisperFeatureExtractor
 
 from vita_core.audio import check_waveform, resample
-from vita_core.codec.whisper_vq import WhisperVQConfig, WhisperVQEncoder
+from vita_core.codec.glm4voice.whisper_vq import WhisperVQConfig, WhisperVQEncoder
 from vita_core.errors import AudioError, CheckpointError
 
 SAMPLE_RATE = 16000

@@ -131,9 +131,9 @@ def build_tiny_plus_checkpoint(folder: str | Path, sensevoice_dir: str | Path, s
 
     from funasr.models.sense_voice.model import SenseVoiceSmall
 
-    from vita_core.codec.sensevoice import FEATURE_SIZE, PLUS_ENCODER_PREFIX, PLUS_PROJECTOR_PREFIX, ResamplerProjector
+    from vita_core.codec.sensevoice.encoder import FEATURE_SIZE, PLUS_ENCODER_PREFIX, PLUS_PROJECTOR_PREFIX, ResamplerProjector
     from vita_core.model.checkpoint import PLUS_MODEL_TYPE, preset_config, random_model, save_model
-    from vita_core.tiny import build_tokenizer
+    from vita_core.tiny.tokenizer import build_tokenizer
 
     folder, sensevoice_dir = Path(folder), Path(sensevoice_dir)
     config = {**preset_config("tiny"), "model_type": PLUS_MODEL_TYPE}
