@@ -28,6 +28,17 @@ def plus_tokenizer(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_tokenizer_dir(tmp_path_factory) -> Path:
+    """The released layout rule on another codec: 300 text entries, then the specials, then 1000 codes."""
+    return build_tokenizer(tmp_path_factory.mktemp("small_tokenizer"), num_codes=1000, text_vocab=300)
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_tokenizer_dir):
+    return load_tokenizer(small_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer_dir) -> Path:
     """A random-init tiny VITA-Audio checkpoint (10 MCTP modules) saved in the upstream format."""
     import shutil

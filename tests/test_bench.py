@@ -45,3 +45,19 @@ def test_decoder_bench_rejects_bad_flags(decoder_dir):
     assert result.exit_code != 0 and "at least 2 chunks" in result.output
     result = CliRunner().invoke(app, ["bench", "--decoder", "/nonexistent/decoder"])
     assert result.exit_code != 0 and "lacks config.yaml" in result.output
+
+
+def test_bench_sizes_the_preset_by_a_tokenizer(small_tokenizer_dir, small_tokenizer):
+    from vita_core.model.checkpoint import preset_config, random_model
+    from vita_core.tokens import layout_from_tokenizer
+
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "28", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "boost", "--json",
+                                      "--tokenizer", str(small_tokenizer_dir)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    config = preset_config("tiny", tokens=layout_from_tokenizer(small_tokenizer))
+    assert config["vocab_size"] == 1344
+    assert data["parameters"] == sum(p.numel() for p in random_model(config).parameters())
+    boost = next(m for m in data["modes"] if m["mode"] == "boost")
+    assert (boost["backbone_forwards"], boost["mtp_forwards"]) == (8, 20) and boost["first_audio_block_ms"] > 0

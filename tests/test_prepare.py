@@ -237,3 +237,31 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     assert result.exit_code == 1 and "found no samples" in result.output
     result = runner.invoke(app, args + ["--task", "sing"])
     assert result.exit_code == 1 and "unknown task" in result.output
+
+
+def test_prepare_follows_the_tokenizers_codebook(tmp_path, small_tokenizer, tokenizer):
+    """A 1000-code tokenizer takes a 1000-code encoder's codes; a codebook that differs is refused up front."""
+    write_tone(tmp_path / "a.wav", 1.0, 220)
+    (tmp_path / "l.txt").write_text("a.wav\tone\n")
+    items = gather([(tmp_path / "l.txt", "list")])
+    encoder = StandInEncoder(1000)
+    prepare(items, tmp_path / "out", small_tokenizer, encoder, "standin", tmp_path / "cache")
+    pset = PreparedSet(tmp_path / "out")
+    assert pset.layout["num_codes"] == 1000 and pset.layout["audio_offset"] == 342
+    ids = pset.ids(pset.samples[0])
+    audio = ids[ids >= 342]
+    assert audio.tolist() == (342 + encoder.encode(_read(tmp_path / "a.wav"), 16000)).tolist() and audio.max() < 1342
+    with pytest.raises(InputError, match="the standin speech tokenizer has 16384 codes but the tokenizer has 1000 "
+                                         "audio tokens; use the tokenizer built for this codec"):
+        prepare(items, tmp_path / "out2", small_tokenizer, StandInEncoder(), "standin", tmp_path / "cache")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_code_cache_keeps_codes_beyond_int16(tmp_path):
+    from vita_core.data.cache import CodeCache
+
+    cache = CodeCache(tmp_path, "big")
+    cache.put("ab" * 32, np.array([0, 32767, 40000, 65535]))
+    cache.put("cd" * 32, np.array([0, 16383]))
+    assert cache.get("ab" * 32).tolist() == [0, 32767, 40000, 65535]
+    assert np.load(tmp_path / "big" / "cd" / f"{'cd' * 32}.npy").dtype == np.int16

@@ -87,3 +87,29 @@ def test_layout_dict_errors_name_the_field(change, message):
         TokenLayout.from_dict(fields)
     with pytest.raises(InputError, match="missing im_start"):
         TokenLayout.from_dict({k: v for k, v in SMALL.items() if k != "im_start"})
+
+
+def test_layout_counts_the_codes_of_another_codec(small_tokenizer):
+    lay = layout_from_tokenizer(small_tokenizer)
+    assert (lay.endoftext, lay.im_start, lay.begin_of_audio, lay.audio_placeholder) == (300, 301, 331, 341)
+    assert lay.audio_offset == 342 and lay.num_codes == 1000 and lay.audio_end == lay.vocab_size == 1342
+    assert lay.code_to_id(999) == 1341
+    with pytest.raises(InputError, match=re.escape("audio code 1000 is outside 0..999")):
+        lay.code_to_id(1000)
+    chat = ChatFormat(small_tokenizer, lay)
+    ids = chat.encode([Message("assistant", ["hi", AudioCodes([0, 999])])], add_generation_prompt=False)
+    assert small_tokenizer.decode(ids).endswith("hi<|begin_of_audio|><|audio_0|><|audio_999|><|end_of_audio|><|im_end|>\n")
+    lay.check_config(1344)
+    with pytest.raises(CheckpointError, match="last audio code is id 1341"):
+        lay.check_config(1341)
+
+
+def test_an_audio_code_out_of_order_is_refused(tmp_path):
+    from vita_core.tiny.tokenizer import build_tokenizer
+    from vita_core.tokens import load_tokenizer
+
+    tok = load_tokenizer(build_tokenizer(tmp_path / "t", num_codes=10, text_vocab=300))
+    assert layout_from_tokenizer(tok).num_codes == 10
+    tok.add_tokens(["<|filler|>", "<|audio_10|>"])  # code 10 exists, but not right after code 9
+    with pytest.raises(CheckpointError, match=re.escape("audio codes are not contiguous from id 342")):
+        layout_from_tokenizer(tok)

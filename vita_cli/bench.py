@@ -7,6 +7,7 @@ and the cost of the last streaming chunk over the first, against the reference's
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -33,6 +34,9 @@ def bench(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
                    "glm-4-voice-decoder folder."),
     decoder_chunks: int = typer.Option(20, help="With --decoder: full streaming chunks to time."),
+    tokenizer: Path | None = typer.Option(
+        None, help="Tokenizer folder whose vocabulary and audio codes the preset uses (default: the released "
+                   "168072-id layout), e.g. vita-mini's from `vita tokenizer build`."),
 ) -> None:
     """Measure tokens/s, backbone forwards and first-audio latency of each mode (or the decoder's speed).
 
@@ -44,11 +48,14 @@ def bench(
         _bench_decoder(decoder, decoder_chunks, device, dtype, seed, as_json)
         return
     from vita_core.schedule import parse_ratio
+    from vita_core.tokens import layout_from_tokenizer, load_tokenizer
 
+    tokens = layout_from_tokenizer(load_tokenizer(tokenizer)) if tokenizer is not None else None
     result = bench_modes(
         preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
         repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
         layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
+        tokens=tokens,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

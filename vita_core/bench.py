@@ -103,8 +103,13 @@ def bench_modes(
     layout: Sequence[int] = BOOST_RATIO,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    tokens: TokenLayout | None = None,
 ) -> BenchResult:
-    """Measure every mode on one random-init model; vanilla is always measured for the ratios."""
+    """Measure every mode on one random-init model; vanilla is always measured for the ratios.
+
+    `tokens` (a tokenizer's layout, e.g. vita-mini's) sizes the vocabulary and the audio codes the
+    engine writes; without it the released layout (168072 ids, 16384 codes) is used.
+    """
     if new_tokens < 16:
         raise InputError(f"--new-tokens {new_tokens} is too small to measure; use at least 16")
     if repeats < 1 or warmup < 0 or prompt_tokens < 1:
@@ -117,11 +122,12 @@ def bench_modes(
     device = resolve_device(device)
     say = progress or (lambda _msg: None)
     say(f"building a random {preset} model on {device} ({dtype})")
-    model = random_model(preset_config(preset), seed=seed, dtype=DTYPES[dtype], device=device)
-    engine = Engine(model, RELEASED_LAYOUT)
+    model = random_model(preset_config(preset, tokens=tokens), seed=seed, dtype=DTYPES[dtype], device=device)
+    tokens = tokens or RELEASED_LAYOUT
+    engine = Engine(model, tokens)
     content = Layout(layout, strict=True)
     g = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(0, 151643, (prompt_tokens,), generator=g).tolist()
+    prompt = torch.randint(0, tokens.endoftext, (prompt_tokens,), generator=g).tolist()  # text ids precede specials
     result = BenchResult(preset, device, dtype, new_tokens, prompt_tokens, repeats, list(layout),
                          sum(p.numel() for p in model.parameters()))
     for name in names:

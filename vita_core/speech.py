@@ -288,7 +288,7 @@ def load_speech_model(
     from vita_core.generate import Engine
     from vita_core.model.checkpoint import is_plus, load_model, read_config
     from vita_core.schedule import get_mode
-    from vita_core.tokens import ChatFormat, layout_from_tokenizer, load_tokenizer
+    from vita_core.tokens import NUM_AUDIO_CODES, ChatFormat, layout_from_tokenizer, load_tokenizer
 
     say = progress or (lambda _msg: None)
     folder = resolve_folder("model", model)
@@ -319,8 +319,9 @@ def load_speech_model(
         say(f"loading speech tokenizer {enc_dir}")
         encoder = codec.load_encoder(enc_dir, device=device)
         if int(encoder.codebook_size) != tokens.num_codes:
+            which = "the GLM-4-Voice tokenizer" if tokens.num_codes == NUM_AUDIO_CODES else "the model's own codec"
             raise CheckpointError(f"speech tokenizer {enc_dir} has {encoder.codebook_size} codes but the model "
-                                  f"{folder} expects {tokens.num_codes}; use the GLM-4-Voice tokenizer")
+                                  f"{folder} expects {tokens.num_codes}; use {which}")
     if dec_dir is not None:
         say(f"loading speech decoder {dec_dir}")
         decoder = codec.load_decoder(dec_dir, device=device)

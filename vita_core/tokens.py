@@ -1,7 +1,10 @@
-"""Token-id layout of the released VITA-Audio checkpoints: the one place that knows token ids.
+"""Token-id layout of VITA-Audio checkpoints: the one place that knows token ids.
 
 Ids are read from the tokenizer by name and checked against the model config once, at load.
 Audio codes map to ids by arithmetic (`audio_offset + code`); they never travel as strings.
+The number of codes is the tokenizer's too (the contiguous run of `<|audio_i|>` from
+`<|audio_0|>`): 16384 in the released checkpoints (GLM-4-Voice's codebook), another number
+for a model trained on another codec.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any, Sequence, Union
 
 from vita_core.errors import CheckpointError, InputError
 
-NUM_AUDIO_CODES = 16384
+NUM_AUDIO_CODES = 16384  # GLM-4-Voice's codebook: the released checkpoints' audio tokens
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -51,7 +54,7 @@ QWEN_BASE_VOCAB = 151643
 
 @dataclass(frozen=True)
 class AudioCodes:
-    """A span of GLM-4-Voice codes inside a message; rendered as BOA + codes + EOA."""
+    """A span of speech codes (the codec's) inside a message; rendered as BOA + codes + EOA."""
 
     codes: tuple[int, ...]
 
@@ -187,8 +190,24 @@ def _id(tokenizer: Any, token: str) -> int | None:
     return int(tid)
 
 
+def count_audio_codes(tokenizer: Any, offset: int) -> int:
+    """How many `<|audio_i|>` follow `<|audio_0|>` at `offset` with consecutive ids (the codebook size).
+
+    One batched id -> token lookup over the ids from `offset` on, so counting 16384 codes stays cheap.
+    """
+    tokens = tokenizer.convert_ids_to_tokens(list(range(offset, len(tokenizer))))
+    for index, token in enumerate(tokens):
+        if token != f"<|audio_{index}|>":
+            return index
+    return len(tokens)
+
+
 def layout_from_tokenizer(tokenizer: Any) -> TokenLayout:
-    """Read the layout off a loaded tokenizer; fail clearly if it is not a VITA-Audio one."""
+    """Read the layout off a loaded tokenizer; fail clearly if it is not a VITA-Audio one.
+
+    The codebook size is the run of consecutive `<|audio_i|>` ids from `<|audio_0|>`; a code token
+    past that run (an id out of order) means the tokenizer is not built by the layout rule.
+    """
     ids = {}
     for name in (ENDOFTEXT, IM_START, IM_END, BEGIN_OF_AUDIO, END_OF_AUDIO, AUDIO_PLACEHOLDER, FIRST_AUDIO_CODE):
         tid = _id(tokenizer, name)
@@ -199,8 +218,8 @@ def layout_from_tokenizer(tokenizer: Any) -> TokenLayout:
             )
         ids[name] = tid
     offset = ids[FIRST_AUDIO_CODE]
-    last = _id(tokenizer, f"<|audio_{NUM_AUDIO_CODES - 1}|>")
-    if last != offset + NUM_AUDIO_CODES - 1:
+    num_codes = count_audio_codes(tokenizer, offset)
+    if _id(tokenizer, f"<|audio_{num_codes}|>") is not None:
         raise CheckpointError(
             f"the tokenizer's audio codes are not contiguous from id {offset}; it is not a VITA-Audio tokenizer"
         )
@@ -214,6 +233,7 @@ def layout_from_tokenizer(tokenizer: Any) -> TokenLayout:
         audio_offset=offset,
         context_of_audio=_id(tokenizer, CONTEXT_OF_AUDIO),
         vocab_size=len(tokenizer),
+        num_codes=num_codes,
     )
 
 

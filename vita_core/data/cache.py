@@ -1,8 +1,8 @@
 """Content-addressed cache of audio codes, in a folder the user names (never next to the source audio).
 
 Key: SHA-256 of the audio file's bytes, under a folder per codec, so a renamed or copied file
-is a hit and an edited one is a miss. Entries are .npy int16 arrays (codes < 16384),
-written to a temporary name and renamed, so an interrupted run leaves no half-written entry.
+is a hit and an edited one is a miss. Entries are .npy int16 arrays (int32 for a codec with
+32768 codes or more), written to a temporary name and renamed, so an interrupted run leaves no half-written entry.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _fits_int16(codes: np.ndarray) -> bool:
+    codes = np.asarray(codes)
+    return not codes.size or (int(codes.min()) >= 0 and int(codes.max()) <= np.iinfo(np.int16).max)
 
 
 class CodeCache:
@@ -49,5 +54,5 @@ class CodeCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with tmp.open("wb") as f:
-            np.save(f, np.asarray(codes, dtype=np.int16))
+            np.save(f, np.asarray(codes, dtype=np.int16 if _fits_int16(codes) else np.int32))
         os.replace(tmp, path)

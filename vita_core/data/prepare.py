@@ -104,6 +104,7 @@ def layout_json(chat: ChatFormat) -> dict[str, Any]:
         "im_end": lay.im_end,
         "newline": chat.text_ids("\n"),
         "audio_offset": lay.audio_offset,
+        "num_codes": lay.num_codes,
         "vocab_size": lay.vocab_size,
     }
 
@@ -136,6 +137,9 @@ def prepare(
         raise InputError("--shard-size, --batch-size, --workers, --max-tokens and --max-seconds must be positive")
     out = Path(out)
     chat = ChatFormat(tokenizer, layout_from_tokenizer(tokenizer))
+    if int(encoder.codebook_size) != chat.layout.num_codes:
+        raise InputError(f"the {codec_name} speech tokenizer has {encoder.codebook_size} codes but the tokenizer has "
+                         f"{chat.layout.num_codes} audio tokens; use the tokenizer built for this codec")
     cache = CodeCache(cache_dir, codec_name)
     if out.resolve() == cache.folder.parent.resolve():
         raise InputError("--cache-dir and --out must be different folders")

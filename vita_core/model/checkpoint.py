@@ -26,9 +26,11 @@ from transformers import Qwen2Config
 
 from vita_core.errors import CheckpointError, InputError
 from vita_core.model.modeling import VitaAudioForCausalLM
+from vita_core.tokens import TokenLayout
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
 PRESETS = ("tiny", "0.5b", "7b", "72b")
+RELEASED_VOCAB = 168072  # the released checkpoints' vocab_size: 168069 tokenizer ids, padded to a multiple of 8
 PLUS_MODEL_TYPE = "qwen2_mtp_sensevoice"
 PLUS_AUDIO_PREFIXES = ("model.audio_model.", "model.audio_projection.")
 
@@ -41,8 +43,13 @@ _QWEN_FIELDS = (
 )
 
 
-def preset_config(name: str, num_mtp: int | None = None) -> dict[str, Any]:
-    """Upstream-format config dict for a size preset in recipes/models/<name>.yaml."""
+def preset_config(name: str, num_mtp: int | None = None, tokens: TokenLayout | None = None) -> dict[str, Any]:
+    """Upstream-format config dict for a size preset in recipes/models/<name>.yaml.
+
+    The vocabulary is the released one (168072 ids) unless `tokens` (the layout of the tokenizer the
+    model is for) is given: then vocab_size is its length padded to a multiple of 8, as the released
+    config pads 168069, and bos/eos are its <|endoftext|> / <|im_end|> ids.
+    """
     path = RECIPES / f"{name.lower()}.yaml"
     if not path.is_file():
         raise InputError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
@@ -54,9 +61,11 @@ def preset_config(name: str, num_mtp: int | None = None) -> dict[str, Any]:
         "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "hidden_act": "silu",
         "initializer_range": 0.02, "max_position_embeddings": 32768, "max_window_layers": layers,
         "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "sliding_window": 131072, "use_cache": True,
-        "use_sliding_window": False, "vocab_size": 168072, "tie_word_embeddings": False,
+        "use_sliding_window": False, "vocab_size": RELEASED_VOCAB, "tie_word_embeddings": False,
     }
     base.update(spec)
+    if tokens is not None:
+        base.update(vocab_size=-(-tokens.vocab_size // 8) * 8, bos_token_id=tokens.endoftext, eos_token_id=tokens.im_end)
     base["num_hidden_layers"] = layers + n
     return with_mtp_fields(base, n)
 

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vita_core.tokens import (
-    NUM_AUDIO_CODES,
-    QWEN_BASE_VOCAB,
-    QWEN_SPECIALS,
-    VITA_PLUS_SPECIALS,
-    VITA_SPECIALS,
-)
+from vita_core.tokens import NUM_AUDIO_CODES, QWEN_BASE_VOCAB
+from vita_core.tokens_build import add_vita_tokens
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -29,12 +24,14 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars)}
 
 
-def build_tokenizer(folder: str | Path, plus: bool = False) -> Path:
+def build_tokenizer(folder: str | Path, plus: bool = False, num_codes: int = NUM_AUDIO_CODES,
+                    text_vocab: int = QWEN_BASE_VOCAB) -> Path:
     """Save a byte-level BPE tokenizer whose special and audio ids equal the released ones.
 
     Base vocabulary: the 256 byte symbols, a few merges, then filler entries up to Qwen2.5's
     151643, so `<|endoftext|>` is 151643, `<|begin_of_audio|>` 151674 and `<|audio_0|>` 151685
-    (151686 for the Plus layout), exactly as in the checkpoints.
+    (151686 for the Plus layout), exactly as in the checkpoints. `num_codes` and `text_vocab`
+    change the codebook and text sizes, for tests of models on another codec.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -47,15 +44,12 @@ def build_tokenizer(folder: str | Path, plus: bool = False) -> Path:
     for a, b in [("t", "h"), ("e", "r"), ("i", "n"), ("Ġ", "t"), ("a", "n"), ("o", "n")]:
         merges.append((a, b))
         vocab[a + b] = len(vocab)
-    while len(vocab) < QWEN_BASE_VOCAB:
+    while len(vocab) < text_vocab:
         vocab[f"<unused_{len(vocab)}>"] = len(vocab)
     bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     bpe.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
-    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
-    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
-    tok.add_tokens(VITA_PLUS_SPECIALS if plus else VITA_SPECIALS, special_tokens=True)
-    tok.add_tokens([f"<|audio_{i}|>" for i in range(NUM_AUDIO_CODES)], special_tokens=False)
+    add_vita_tokens(tok, num_codes, plus)
     tok.save_pretrained(str(folder))
     return folder
