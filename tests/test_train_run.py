@@ -110,7 +110,7 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
     result = CliRunner().invoke(app, ["train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", "nowhere",
                                       "--data", str(packed), "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.output == "error: --init nowhere is neither a checkpoint folder nor a preset (tiny, 0.5b, 7b, 72b)\n"
+    assert result.output == "error: --init nowhere is neither a checkpoint folder nor a preset (tiny, mini, 0.5b, 7b, 72b)\n"
     result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1 and "has no manifest.json" in result.output

@@ -181,3 +181,18 @@ def test_audio_accuracy_counts_exactly_the_audio_targets():
             hits += int((pred[:-1][is_audio] == nxt[is_audio]).sum())
     assert hits > 0 and acc.main_acc == hits / len(audio)
     assert len(acc.mtp_acc) == 2 and all(0 < a < 1 for a in acc.mtp_acc)
+
+
+def test_a_preset_takes_the_vocabulary_of_its_tokenizer(small_tokenizer):
+    """vita-mini's case: a preset trained from scratch on another codec gets exactly the tokenizer's ids."""
+    from vita_core.model.checkpoint import preset_config
+    from vita_core.tokens import layout_from_tokenizer
+
+    lay = layout_from_tokenizer(small_tokenizer)
+    config = preset_config("mini", tokens=lay)
+    assert (config["vocab_size"], config["bos_token_id"], config["eos_token_id"]) == (1344, 300, 302)
+    assert preset_config("mini")["vocab_size"] == 168072  # no tokenizer: the released vocabulary
+    model = init_model("mini", tiny_spec(1), tokens=lay)
+    assert model.model.embed_tokens.weight.shape == (1344, 256) and model.num_mtp == 0
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as Qwen2.5's small sizes
+    lay.check_config(model.config.vocab_size)

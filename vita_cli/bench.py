@@ -19,7 +19,7 @@ from vita_cli.main import app
 @app.command()
 @handle_errors
 def bench(
-    preset: str = typer.Option("0.5b", help="Model size preset: tiny, 0.5b, 7b, 72b (random init)."),
+    preset: str = typer.Option("0.5b", help="Model size preset: tiny, mini, 0.5b, 7b, 72b (random init)."),
     modes: str = typer.Option("vanilla,balance,boost,turbo", help="Comma-separated modes; vanilla is always run."),
     new_tokens: int = typer.Option(512, help="Tokens generated per run (stop tokens ignored)."),
     repeats: int = typer.Option(3, help="Measured runs per mode; the table shows the median."),

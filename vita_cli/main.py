@@ -21,6 +21,9 @@ from vita_cli import pack, prepare  # noqa: E402,F401  (registers `vita pack` an
 from vita_cli.eval import app as eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
+from vita_cli.tokenizer import app as tokenizer_app  # noqa: E402
+
+app.add_typer(tokenizer_app, name="tokenizer")
 from vita_cli import train  # noqa: E402,F401  (registers `vita train`)
 from vita_cli import tts  # noqa: E402,F401
 from vita_cli import asr  # noqa: E402,F401

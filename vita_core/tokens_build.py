@@ -3,13 +3,15 @@
 The layout rule of the released tokenizers: the text vocabulary first, then Qwen2.5's 22
 specials (`<|endoftext|>` ...), then VITA's 20 (21 with Plus's `<|context_of_audio|>`), then
 `<|audio_0|>` .. `<|audio_{N-1}|>` as the last ids, so `layout_from_tokenizer` reads every id and
-the codebook size back. The tiny test tokenizer (vita_core/tiny/tokenizer.py) goes through
-`add_vita_tokens`.
+the codebook size back. The tiny test tokenizer (vita_core/tiny/tokenizer.py) and vita-mini's
+trained BPE (`build_text_tokenizer`) both go through `add_vita_tokens`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 from vita_core.errors import InputError
 from vita_core.tokens import (
@@ -19,6 +21,8 @@ from vita_core.tokens import (
     TokenLayout,
     layout_from_tokenizer,
 )
+
+MIN_TEXT_VOCAB = 257  # the 256 byte symbols and at least one merge
 
 
 def add_vita_tokens(tokenizer: Any, num_codes: int, plus: bool = False) -> TokenLayout:
@@ -44,3 +48,85 @@ def add_vita_tokens(tokenizer: Any, num_codes: int, plus: bool = False) -> Token
 def _check_codes(num_codes: int) -> None:
     if num_codes < 1:
         raise InputError(f"--codes {num_codes}: a codec needs at least one code")
+
+
+@dataclass(frozen=True)
+class TokenizerReport:
+    """What `build_text_tokenizer` wrote."""
+
+    folder: Path
+    text_vocab: int  # BPE entries (bytes + merges), ids 0..text_vocab-1
+    num_codes: int
+    vocab_size: int  # every id: text + specials + audio codes
+    audio_offset: int
+    lines: int  # non-empty training lines read
+
+
+def _read_lines(paths: Sequence[Path]) -> list[str]:
+    lines: list[str] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such text file; give a UTF-8 text corpus, one sentence a line") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it first") from None
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{', '.join(str(p) for p in paths)}: no text to train on")
+    return lines
+
+
+def train_text_bpe(lines: Sequence[str], vocab_size: int) -> Any:
+    """A byte-level BPE (GPT-2 / Qwen style: NFC, byte-level pre-tokenizer and decoder) of `vocab_size`
+    entries trained on `lines`. The `tokenizers` trainer is deterministic for the same input."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < MIN_TEXT_VOCAB:
+        raise InputError(f"--vocab {vocab_size}: a byte-level BPE needs at least {MIN_TEXT_VOCAB} entries "
+                         "(256 bytes and one merge)")
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(lines, trainer=trainer, length=len(lines))
+    return bpe
+
+
+def build_text_tokenizer(text: Path | Sequence[Path], out: Path, num_codes: int, vocab_size: int = 2048,
+                         plus: bool = False) -> TokenizerReport:
+    """Train a small BPE on an English corpus and save it with the VITA layout (tokenizer.json +
+    tokenizer_config.json), ready for `load_tokenizer` + `layout_from_tokenizer`.
+
+    `vocab_size` counts the text entries only; the corpus may yield fewer merges (then the text
+    vocabulary is smaller). Written to a temporary folder and renamed, so `out` is never half-built.
+    """
+    import shutil
+
+    from transformers import PreTrainedTokenizerFast
+
+    paths = [Path(text)] if isinstance(text, (str, Path)) else [Path(p) for p in text]
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} already exists and is not empty; choose another --out or remove it")
+    _check_codes(num_codes)
+    lines = _read_lines(paths)
+    bpe = train_text_bpe(lines, vocab_size)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    layout = add_vita_tokens(tok, num_codes, plus)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tok.save_pretrained(str(staging))
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TokenizerReport(folder=out, text_vocab=layout.endoftext, num_codes=layout.num_codes,
+                           vocab_size=layout.vocab_size, audio_offset=layout.audio_offset, lines=len(lines))

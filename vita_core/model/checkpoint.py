@@ -29,7 +29,7 @@ from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.tokens import TokenLayout
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
-PRESETS = ("tiny", "0.5b", "7b", "72b")
+PRESETS = ("tiny", "mini", "0.5b", "7b", "72b")
 RELEASED_VOCAB = 168072  # the released checkpoints' vocab_size: 168069 tokenizer ids, padded to a multiple of 8
 PLUS_MODEL_TYPE = "qwen2_mtp_sensevoice"
 PLUS_AUDIO_PREFIXES = ("model.audio_model.", "model.audio_projection.")

@@ -21,6 +21,7 @@ from vita_core.model.checkpoint import (
     PRESETS, hf_config, is_plus, load_model, preset_config, read_config, with_mtp_fields,
 )
 from vita_core.model.modeling import VitaAudioForCausalLM
+from vita_core.tokens import TokenLayout
 from vita_core.train.stages import StageSpec
 
 
@@ -58,16 +59,18 @@ def grow_state_dict(state: dict[str, torch.Tensor], backbone_layers: int, old_mt
 
 
 def init_model(init: str | Path, spec: StageSpec, attn_implementation: str = "sdpa",
-               seed: int | None = None, vocab_size: int | None = None) -> VitaAudioForCausalLM:
+               seed: int | None = None, vocab_size: int | None = None,
+               tokens: TokenLayout | None = None) -> VitaAudioForCausalLM:
     """The stage's starting model (fp32, CPU): a checkpoint folder grown to spec.num_mtp modules,
-    or a size preset name (random init, for trying the recipe from scratch). A vocabulary smaller
+    or a size preset name (random init, for trying the recipe from scratch; with `tokens`, the
+    layout of the tokenizer it is for, its vocabulary is that tokenizer's). A vocabulary smaller
     than `vocab_size` (the tokenizer's length; Qwen2.5's 152064 before the audio tokens) grows to
     it, rounded up to a multiple of 8, with Hugging Face's mean resizing, as the reference does."""
     seed = spec.seed if seed is None else seed
     if not Path(init).is_dir():
         if str(init).lower() not in PRESETS:
             raise InputError(f"--init {init} is neither a checkpoint folder nor a preset ({', '.join(PRESETS)})")
-        config = preset_config(str(init), num_mtp=0)
+        config = preset_config(str(init), num_mtp=0, tokens=tokens)
         torch.manual_seed(seed)
         model = VitaAudioForCausalLM(hf_config(config, attn_implementation))
         model.upstream_config = config

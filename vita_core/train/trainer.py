@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from vita_core.errors import InputError
 from vita_core.model.checkpoint import default_attention, save_model
 from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
+from vita_core.tokens import layout_from_tokenizer
 from vita_core.train.data import EpochSampler, collate, open_packed
 from vita_core.train.setup import init_model, lr_ratio, param_groups, set_trainable
 from vita_core.train.stages import StageSpec
@@ -128,14 +129,14 @@ def _side_files(folder: Path | None) -> list[Path]:
             if p.is_file() and p.name != "config.json" and not p.name.startswith(("model", ".", "trainer"))]
 
 
-def _tokenizer_length(side_files: list[Path]) -> int | None:
-    """Length of the tokenizer that ships with the checkpoints (None when there is none)."""
+def _side_tokenizer(side_files: list[Path]) -> Any | None:
+    """The tokenizer that ships with the checkpoints (None when there is none)."""
     names = {p.name for p in side_files}
     if not names & {"tokenizer.json", "vocab.json"}:
         return None
     from vita_core.tokens import load_tokenizer
 
-    return len(load_tokenizer(side_files[0].parent))
+    return load_tokenizer(side_files[0].parent)
 
 
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
@@ -235,7 +236,11 @@ def train(
     dataset = open_packed(data, spec.seq_len)
     set_seed(spec.seed)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
-    model = init_model(init, spec, default_attention(accelerator.device), vocab_size=_tokenizer_length(side))
+    side_tok = _side_tokenizer(side)
+    # a preset starts with the tokenizer's vocabulary (vita-mini's BPE + its codec's codes), not the released one
+    tokens = layout_from_tokenizer(side_tok) if side_tok is not None and not Path(init).is_dir() else None
+    model = init_model(init, spec, default_attention(accelerator.device),
+                       vocab_size=len(side_tok) if side_tok is not None else None, tokens=tokens)
     if spec.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     set_trainable(model, spec)
