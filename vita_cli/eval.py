@@ -33,6 +33,8 @@ MissingOpt = typer.Option(
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the ASR model and --model")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="utterances per ASR batch")
+ASR_HELP = ("local ASR model: openai-whisper .pt, HF Whisper folder, CTranslate2 folder, Paraformer folder, or "
+            "faster-whisper:tiny.en / faster-whisper:base (the pip wheels' Whisper)")
 
 
 def _figures_table(title: str, scores) -> Table:
@@ -48,7 +50,7 @@ def _figures_table(title: str, scores) -> Table:
     return table
 
 
-def _load_asr(asr_model: Path, lang: str, device: str, batch_size: int):
+def _load_asr(asr_model: str, lang: str, device: str, batch_size: int):
     from vita_core.bench import resolve_device
     from vita_core.eval.asr import load_transcriber, protocol_note
 
@@ -133,9 +135,7 @@ def seed_tts(
     decoder_dir: Optional[Path] = opt.DECODER_DIR,
     dtype: str = opt.DTYPE,
     max_new_tokens: int = EvalMaxTokensOpt,
-    asr_model: Path = typer.Option(
-        ..., "--asr-model", help="local ASR model: openai-whisper .pt, HF Whisper folder, or Paraformer folder"
-    ),
+    asr_model: str = typer.Option(..., "--asr-model", help=ASR_HELP),
     lang: str = LangOpt,
     out_dir: Path = typer.Option(
         Path("out/seed-tts"), "--out-dir", help="where seed-tts.json, summary.tsv, <mode>.tsv (and --model's wavs) go"
@@ -185,7 +185,7 @@ def asr(
     data: Path = typer.Option(
         ..., "--data", help="LibriSpeech-style folder (*.trans.txt) or Kaldi folder (wav.scp + text)"
     ),
-    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="transcribe the set with this local ASR model"),
+    asr_model: Optional[str] = typer.Option(None, "--asr-model", help="transcribe the set with this ASR model: " + ASR_HELP),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="score these existing hypotheses instead (`id text` lines)"),
     model: Optional[Path] = typer.Option(
         None, "--model", "-m", help="transcribe the set with this VITA-Audio checkpoint folder (as `vita asr`)"
@@ -276,7 +276,7 @@ def sqa(
     decoder_dir: Optional[Path] = opt.DECODER_DIR,
     dtype: str = opt.DTYPE,
     max_new_tokens: int = EvalMaxTokensOpt,
-    asr_model: Optional[Path] = typer.Option(None, "--asr-model", help="local ASR model for the speech answers"),
+    asr_model: Optional[str] = typer.Option(None, "--asr-model", help="ASR model for the speech answers: " + ASR_HELP),
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="write sqa.json here (with --model: default out/sqa)"
     ),
