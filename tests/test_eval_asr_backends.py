@@ -198,8 +198,13 @@ def test_faster_whisper_selection_errors_are_one_line(tmp_path, monkeypatch):
         ctranslate2_whisper.bundled_folder("base")
     monkeypatch.setattr(importlib.util, "find_spec", real)
     real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "faster_whisper" else real_import(name, *a, **k))
+
+    def no_faster_whisper(name, *args, **kwargs):
+        if name == "faster_whisper":
+            raise ImportError("No module named 'faster_whisper'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faster_whisper)
     with pytest.raises(InputError, match=re.escape("faster-whisper is not installed: run `pip install faster-whisper==1.2.1`")):
         load_transcriber("faster-whisper:tiny.en", "en")
 

