@@ -128,3 +128,19 @@ def test_init_mini_with_a_built_tokenizer_trains_a_model_that_fits_it(tmp_path, 
     lay = layout_from_tokenizer(load_tokenizer(tmp_path / "s1" / "model"))
     assert lay.num_codes == 1000
     lay.check_config(model.config.vocab_size)
+
+
+def test_another_process_builds_the_same_bytes(tmp_path, corpus):
+    """Rust-side hashing differs per process; the trained merges and ids must not."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    build_text_tokenizer(corpus, tmp_path / "here", num_codes=50, vocab_size=320)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-m", "vita_cli", "tokenizer", "build", "--text", str(corpus), "--codes", "50",
+                    "--vocab", "320", "--out", str(tmp_path / "there")], check=True, capture_output=True, env=env)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
