@@ -109,11 +109,11 @@ def corpus(tmp_path):
     return tmp_path
 
 
-def _run(corpus, tokenizer, out, cache, encoder=None, **kw):
+def _run(corpus, tokenizer, out, cache, encoder=None, codec="standin", **kw):
     items = gather([(corpus / "list.txt", "auto"), (corpus / "rows.jsonl", "auto")], ("asr", "tts"))
     encoder = encoder or StandInEncoder()
     kw = {"max_seconds": 2.0, "max_tokens": 600, "shard_size": 4, "batch_size": 2, "workers": 2, **kw}
-    return prepare(items, out, tokenizer, encoder, "standin", cache, **kw), encoder
+    return prepare(items, out, tokenizer, encoder, codec, cache, **kw), encoder
 
 
 def test_report_lists_every_bad_sample(corpus, tokenizer):
@@ -222,7 +222,7 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     import vita_core.codec
     from vita_cli.main import app
 
-    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name: StandInEncoder(), raising=False)
+    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name, **kw: StandInEncoder(), raising=False)
     runner = CliRunner()
     args = ["prepare", str(corpus / "list.txt"), "--task", "asr", "--model", str(tokenizer_dir), "--codec", "standin",
             "--codec-dir", str(corpus), "--cache-dir", str(corpus / "cache"), "--out", str(corpus / "out"), "--max-seconds", "2"]
@@ -237,3 +237,34 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     assert result.exit_code == 1 and "found no samples" in result.output
     result = runner.invoke(app, args + ["--task", "sing"])
     assert result.exit_code == 1 and "unknown task" in result.output
+
+
+def test_two_torchrun_processes_write_the_shards_of_one_and_resume(corpus, tokenizer_dir, tokenizer, tmp_path_factory):
+    """Each rank encodes every other shard into the shared cache and folder; the shards and report equal a
+    one-process run byte for byte, and a run cut after some shards (what a kill leaves) resumes to it."""
+    from launch import torchrun
+
+    from vita_core.codec import load_encoder
+    from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+
+    codec_dir = build_tiny_glm4voice_tokenizer(tmp_path_factory.mktemp("codec") / "glm-4-voice-tokenizer")
+    encoder = load_encoder(codec_dir)
+    one, first = _run(corpus, tokenizer, corpus / "one", corpus / "cache-one", encoder=encoder, codec="glm4voice")
+    args = ["prepare", str(corpus / "list.txt"), str(corpus / "rows.jsonl"), "--task", "asr", "--task", "tts",
+            "--model", str(tokenizer_dir), "--codec-dir", str(codec_dir), "--cache-dir", str(corpus / "cache"),
+            "--out", str(corpus / "two"), "--max-seconds", "2", "--max-tokens", "600", "--shard-size", "4",
+            "--batch-size", "2", "--workers", "2"]
+    run = torchrun(args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("prepared ") == 1 and "written" in run.stdout  # rank 0 reports, rank 1 is quiet
+    assert _folder_bytes(corpus / "two") == _folder_bytes(corpus / "one")
+    assert len(one.skipped) == 13 and PreparedSet(corpus / "two").manifest["shards"] == 6
+
+    # a killed run: shards 3-5 (of both ranks) unfinished, the manifest not complete, no report
+    manifest = json.loads((corpus / "two" / "manifest.json").read_text())
+    (corpus / "two" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    for path in [corpus / "two" / "report.json", *(p for k in (3, 4, 5) for p in (corpus / "two").glob(f"shard-0000{k}.*"))]:
+        path.unlink()
+    resumed, _ = _run(corpus, tokenizer, corpus / "two", corpus / "cache", encoder=encoder, codec="glm4voice")
+    assert resumed.encoded == 0 and resumed.to_json() == one.to_json()
+    assert _folder_bytes(corpus / "two") == _folder_bytes(corpus / "one")
