@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
@@ -21,7 +22,32 @@ def _refuse() -> None:
     raise InputError("--out x already holds other data")
 
 
-def _member(rank: int, port: int, out: str) -> None:
+def _own_folders(ranks: Ranks, out: Path, tokenizer_dir: str) -> list[str]:
+    """Each rank given a folder of its own, as nodes with local disks would see: every rank stops at once."""
+    from datakit import StandInEncoder, write_tone
+
+    from vita_core.data.prepare import gather, prepare
+    from vita_core.eval.model_runs import claim_folders
+    from vita_core.tokens import load_tokenizer
+
+    errors = []
+    try:
+        claim_folders({out / f"wavs{ranks.rank}" / "boost": {"mode": "boost"}}, ranks)
+    except InputError as exc:
+        errors.append(str(exc))
+    lines = out / "list.txt"
+    if ranks.is_main:
+        lines.write_text("".join(f"{write_tone(out / f'a{n}.wav', 0.3, 200 + n)}\tword\n" for n in range(4)))
+    ranks.barrier()
+    try:
+        prepare(gather([(lines, "list")]), out / f"prepared{ranks.rank}", load_tokenizer(tokenizer_dir),
+                StandInEncoder(), "standin", out / "cache", shard_size=1, ranks=ranks)
+    except InputError as exc:
+        errors.append(str(exc))
+    return errors
+
+
+def _member(rank: int, port: int, out: str, tokenizer_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     with process_group() as ranks:
@@ -33,16 +59,24 @@ def _member(rank: int, port: int, out: str) -> None:
             error = None
         except InputError as exc:
             error = str(exc)
+        refused = _own_folders(ranks, Path(out), tokenizer_dir)
         with open(f"{out}/rank{rank}.json", "w") as f:
-            json.dump([ranks.rank, ranks.world, ranks.device("cpu"), everyone, error], f)
+            json.dump([ranks.rank, ranks.world, ranks.device("cpu"), everyone, error, refused], f)
 
 
-def test_two_ranks_split_gather_and_share_rank_zeros_error(tmp_path):
-    mp.spawn(_member, args=(_free_port(), str(tmp_path)), nprocs=2)
+def test_two_ranks_split_gather_share_rank_zeros_error_and_need_one_folder(tmp_path, tokenizer_dir):
+    mp.spawn(_member, args=(_free_port(), str(tmp_path), str(tokenizer_dir)), nprocs=2)
     split = [[0, 2, 4, 6], [1, 3, 5]]
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert got == [rank, 2, "cpu", split, "--out x already holds other data"]
+        assert got[:5] == [rank, 2, "cpu", split, "--out x already holds other data"]
+        assert got[5] == [
+            f"rank 1 cannot see {tmp_path / f'wavs{rank}' / 'boost'}, which rank 0 wrote; "
+            "--out-dir must be one folder that every process (and node) sees",
+            f"rank 1 cannot see {tmp_path / f'prepared{rank}'}, which rank 0 wrote; "
+            "--out must be one folder that every process (and node) sees",
+        ]
+    assert not (tmp_path / "prepared1").exists() and not (tmp_path / "wavs1").exists()
 
 
 def test_one_process_without_torchrun_and_bad_variables(monkeypatch):

@@ -74,7 +74,7 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
                         device: str, dtype: str, max_new_tokens: int, out_dir: Path, ranks: Ranks) -> dict[str, Path]:
     """`<out_dir>/<mode>/<utt>.wav` for every meta line and mode, resumed; returns the folders by mode.
     Under torchrun each rank makes its share of the lines; all return when every wav is there."""
-    from vita_core.eval.model_runs import check_prompt_wavs, claim_folder, run_settings, tts_synthesizer
+    from vita_core.eval.model_runs import check_prompt_wavs, claim_folders, run_settings, tts_synthesizer
     from vita_core.eval.seedtts import synthesize_missing
 
     voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
@@ -82,12 +82,8 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
         check_prompt_wavs(items)
     speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=voice_prompt,
                        decoder=True)
-
-    def claim() -> None:
-        for mode in modes:
-            claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
-
-    ranks.on_main(claim)  # rank 0 checks the folders; a refusal stops every rank
+    settings = {out_dir / m: run_settings(speech, m, max_new_tokens, voice_prompt=voice_prompt) for m in modes}
+    claim_folders(settings, ranks)
     synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
     made = 0
 
@@ -100,7 +96,8 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
         dirs = synthesize_missing(items, out_dir, modes, counted, progress, ranks)
     made = sum(ranks.gather(made))
     if ranks.is_main:
-        err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({len(items) * len(modes) - made} were there)")
+        kept = len(items) * len(modes) - made
+        err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({kept} were there)")
     return dirs
 
 
@@ -108,16 +105,11 @@ def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, 
                      max_new_tokens: int, out_dir: Path, ranks: Ranks) -> None:
     """`<out_dir>/<mode>/text/<id>.txt` and `speech/<id>.wav` for every question and mode, resumed (under
     torchrun each rank answers its share)."""
-    from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
+    from vita_core.eval.model_runs import claim_folders, run_settings, spoken_answerer
     from vita_core.eval.sqa_bench import answer_all
 
     speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=True, decoder=True)
-
-    def claim() -> None:
-        for mode in modes:
-            claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
-
-    ranks.on_main(claim)
+    claim_folders({out_dir / m: run_settings(speech, m, max_new_tokens) for m in modes}, ranks)
     with rank_progress(ranks) as progress:
         for mode in modes:
             answer = spoken_answerer(speech, mode, max_new_tokens=max_new_tokens)

@@ -14,7 +14,8 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from vita_core.errors import InputError
 
@@ -62,6 +63,16 @@ class Ranks:
         values: list[Any] = [None] * self.world
         dist.all_gather_object(values, value)
         return values
+
+    def check_shared(self, paths: Sequence[Path], flag: str) -> None:
+        """Stop every rank when one cannot see `paths`, written by rank 0 (an output folder on each node's own
+        disk), before any work is done in it."""
+        if self.world == 1:
+            return
+        blind = [str(r) for r, sees in enumerate(self.gather(all(Path(p).exists() for p in paths))) if not sees]
+        if blind:
+            raise InputError(f"rank {', '.join(blind)} cannot see {Path(paths[0]).parent}, which rank 0 wrote; "
+                             f"{flag} must be one folder that every process (and node) sees")
 
     def on_main(self, action: Callable[[], None]) -> None:
         """Run `action` on rank 0 only, then on every rank raise what it raised (an error of rank 0's set-up,

@@ -31,7 +31,7 @@ from vita_core.codec.base import SpeechEncoder
 from vita_core.data import audio_io
 from vita_core.data.cache import CodeCache, file_digest
 from vita_core.data.importers import Item, read_input
-from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, write_json, write_shard
+from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, shard_name, write_json, write_shard
 from vita_core.data.tasks import (
     EMPTY_TEXT,
     INVALID,
@@ -170,6 +170,7 @@ def prepare(
         write_json(out / MANIFEST, {**manifest, "complete": False})
 
     ranks.on_main(claim)  # the other ranks wait for it, and stop with rank 0's error if it refuses
+    ranks.check_shared([out / MANIFEST], "--out")
 
     report = PrepareReport(out, 0, 0, {}, [])
     shards = [items[k * shard_size : (k + 1) * shard_size] for k in range(num_shards)]
@@ -198,7 +199,9 @@ def prepare(
     kinds: Counter[str] = Counter()
     for index in range(num_shards):
         meta = read_shard_meta(out, index)
-        assert meta is not None
+        if meta is None:  # every rank finished its shards, yet this one is not here
+            raise InputError(f"{out}: {shard_name(index)} of rank {index % ranks.world} is missing; --out must "
+                             "be one folder that every process (and node) sees")
         kinds.update(s["kind"] for s in meta["samples"])
         report.tokens += sum(s["length"] for s in meta["samples"])
         report.skipped += [Skip(**s) for s in meta["skipped"]]

@@ -24,6 +24,7 @@ from vita_core.eval.datasets import AudioItem, MetaItem
 from vita_core.eval.seedtts import Synthesize
 from vita_core.eval.sqa_bench import Answer, SpokenAnswer
 from vita_core.eval.wavs import write_text
+from vita_core.ranks import Ranks
 from vita_core.speech import SpeechModel, read_audio
 from vita_core.tokens import AudioCodes, AudioContext
 
@@ -82,6 +83,18 @@ def claim_folder(folder: Path, settings: dict) -> None:
         raise InputError(f"{folder} already holds files not made by vita eval --model; "
                          "use another --out-dir or delete that folder")
     write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def claim_folders(claims: dict[Path, dict], ranks: Ranks) -> None:
+    """`claim_folder` for each folder and its settings, on rank 0 (a refusal stops every rank); then check
+    that every rank sees the claimed folders, so no rank writes outputs that rank 0 would never score."""
+
+    def claim() -> None:
+        for folder, settings in claims.items():
+            claim_folder(folder, settings)
+
+    ranks.on_main(claim)
+    ranks.check_shared([Path(f) / RUN_FILE for f in claims], "--out-dir")
 
 
 def check_prompt_wavs(items: Sequence[MetaItem]) -> None:
