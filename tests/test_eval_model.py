@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import speech_fakes
 import vita_core.tts
 from vita_cli.main import app
+from vita_core.eval.datasets import AudioItem
 from vita_core.eval.model_runs import in_mode, parse_modes
 from vita_core.eval.wavs import is_complete_wav, write_wav
 from vita_core.speech import load_speech_model
@@ -188,7 +189,7 @@ def test_sqa_answers_with_the_model_per_mode_and_resumes(tmp_path, tiny_checkpoi
 
     def counting(speech, mode, **kwargs):
         answer = real(speech, mode, **kwargs)
-        return lambda question: asked.append((mode, question.name)) or answer(question)
+        return lambda question: asked.append((mode, question.audio.name)) or answer(question)
 
     monkeypatch.setattr(model_runs, "spoken_answerer", counting)
     enc, dec = codec_dirs
@@ -210,7 +211,7 @@ def test_sqa_answers_with_the_model_per_mode_and_resumes(tmp_path, tiny_checkpoi
     # the saved answer is the library's answer to that question
     speech = load_speech_model(tiny_checkpoint_f32, device="cpu")
     speech.encoder, speech.decoder = speech_fakes.FakeEncoder(), speech_fakes.FakeDecoder()
-    reply = real(speech, "turbo", max_new_tokens=16)(tmp_path / "q2.wav")
+    reply = real(speech, "turbo", max_new_tokens=16)(AudioItem("q2", tmp_path / "q2.wav", ""))
     assert reply.text == (out / "turbo" / "text" / "q2.txt").read_text()
     wav, _ = sf.read(str(out / "turbo" / "speech" / "q2.wav"), dtype="float32")
     np.testing.assert_allclose(wav, reply.wav, atol=1 / 32767 + 1e-6)
@@ -246,3 +247,45 @@ def test_asr_set_transcribed_by_the_model(tmp_path, tiny_checkpoint_f32, codec_d
     assert [row[-1] for row in rows] == [*expected, ""]
     r = runner.invoke(app, [*args, "--hyp", str(data / "text")])
     assert r.exit_code == 1 and "exactly one of --asr-model" in r.stderr
+
+
+def test_two_torchrun_processes_synthesize_what_one_does_and_resume(meta, tiny_checkpoint_f32, decoder_dir, whisper_pt,
+                                                                    clean_speech_env, tmp_path):
+    """A sampling checkpoint and the real tiny codec: two ranks resuming a cut run (two wavs kept, one cut short,
+    one mode not started) give the wavs and the report of one uninterrupted process, byte for byte."""
+    import shutil
+
+    from launch import torchrun, vita
+
+    from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+
+    ckpt = shutil.copytree(tiny_checkpoint_f32, tmp_path / "sampling")
+    (ckpt / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 1.0, "top_k": 50, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
+         "mtp_inference_mode": [1, 10, 4, 10]}))
+    enc = build_tiny_glm4voice_tokenizer(tmp_path / "glm-4-voice-tokenizer")
+    with meta.open("a", encoding="utf-8") as f:
+        f.write("d|p|prompts/a.wav|On and on.\n")
+    args = ["eval", "seed-tts", "--meta", str(meta), "--model", str(ckpt), "--tokenizer-dir", str(enc),
+            "--decoder-dir", str(decoder_dir), "--device", "cpu", "--max-new-tokens", "12", "--asr-model",
+            str(whisper_pt), "--modes", "vanilla,boost"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run = vita([*args, "--out-dir", str(one)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    wavs = sorted(p.relative_to(one) for p in one.rglob("*.wav"))
+    assert len(wavs) == 8 and len({(one / w).read_bytes() for w in wavs}) == 8  # sampled: every output its own
+
+    (two / "vanilla").mkdir(parents=True)
+    for name in (".vita-run.json", "a.wav", "c.wav"):
+        shutil.copy(one / "vanilla" / name, two / "vanilla" / name)
+    (two / "vanilla" / "b.wav").write_bytes((one / "vanilla" / "b.wav").read_bytes()[:200])
+    kept = (two / "vanilla" / "c.wav").stat().st_mtime_ns
+    run = torchrun([*args, "--out-dir", str(two)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "synthesized 6 wavs" in run.stderr and run.stdout.count("Seed-TTS en") == 1  # rank 0 scores
+    assert (two / "vanilla" / "c.wav").stat().st_mtime_ns == kept
+    assert sorted(p.relative_to(two) for p in two.rglob("*.wav")) == wavs
+    for path in [*wavs, "summary.tsv", "vanilla.tsv", "boost.tsv"]:
+        assert (two / path).read_bytes() == (one / path).read_bytes(), path
+    report = (two / "seed-tts.json").read_text().replace(str(two), str(one))
+    assert json.loads(report) == json.loads((one / "seed-tts.json").read_text())

@@ -37,10 +37,9 @@ def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
         ("u3", "boost"): 1,
     }
 
-    def synthesize(text, prompt_wav, mode):
-        utt = next(i.id for i in items if i.text == text)
-        calls.append((utt, mode))
-        return np.full(1600 * say[utt, mode], 0.1, np.float32), 16000
+    def synthesize(item, mode):
+        calls.append((item.id, mode))
+        return np.full(1600 * say[item.id, mode], 0.1, np.float32), 16000
 
     dirs = synthesize_missing(items[:2], tmp_path / "out", ["vanilla", "boost"], synthesize)
     assert calls == [("u1", "vanilla"), ("u2", "vanilla"), ("u1", "boost"), ("u2", "boost")]

@@ -54,10 +54,10 @@ def test_answer_all_is_resumable_and_keeps_empty_speech(tmp_path):
     items = [AudioItem("q1", tmp_path / "q1.wav", "paris"), AudioItem("q2", tmp_path / "q2.wav", "blue")]
     calls = []
 
-    def answer(path):
-        calls.append(path.name)
-        wav = np.zeros(160, np.float32) if path.name == "q1.wav" else None
-        return SpokenAnswer(f"answer to {path.stem}", wav, 16000)
+    def answer(item):
+        calls.append(item.audio.name)
+        wav = np.zeros(160, np.float32) if item.id == "q1" else None
+        return SpokenAnswer(f"answer to {item.id}", wav, 16000)
 
     answer_all(items, answer, tmp_path / "out")
     answer_all(items, answer, tmp_path / "out")

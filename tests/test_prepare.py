@@ -109,11 +109,11 @@ def corpus(tmp_path):
     return tmp_path
 
 
-def _run(corpus, tokenizer, out, cache, encoder=None, **kw):
+def _run(corpus, tokenizer, out, cache, encoder=None, codec="standin", **kw):
     items = gather([(corpus / "list.txt", "auto"), (corpus / "rows.jsonl", "auto")], ("asr", "tts"))
     encoder = encoder or StandInEncoder()
     kw = {"max_seconds": 2.0, "max_tokens": 600, "shard_size": 4, "batch_size": 2, "workers": 2, **kw}
-    return prepare(items, out, tokenizer, encoder, "standin", cache, **kw), encoder
+    return prepare(items, out, tokenizer, encoder, codec, cache, **kw), encoder
 
 
 def test_report_lists_every_bad_sample(corpus, tokenizer):
@@ -222,7 +222,7 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     import vita_core.codec
     from vita_cli.main import app
 
-    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name: StandInEncoder(), raising=False)
+    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name, **kw: StandInEncoder(), raising=False)
     runner = CliRunner()
     args = ["prepare", str(corpus / "list.txt"), "--task", "asr", "--model", str(tokenizer_dir), "--codec", "standin",
             "--codec-dir", str(corpus), "--cache-dir", str(corpus / "cache"), "--out", str(corpus / "out"), "--max-seconds", "2"]
@@ -265,3 +265,36 @@ def test_code_cache_keeps_codes_beyond_int16(tmp_path):
     cache.put("cd" * 32, np.array([0, 16383]))
     assert cache.get("ab" * 32).tolist() == [0, 32767, 40000, 65535]
     assert np.load(tmp_path / "big" / "cd" / f"{'cd' * 32}.npy").dtype == np.int16
+
+
+def test_two_torchrun_processes_write_the_shards_of_one_and_resume(corpus, tokenizer_dir, tokenizer, tmp_path_factory):
+    """Each rank encodes every other shard into the shared cache and folder; the shards and report equal a
+    one-process run byte for byte, and a run cut after some shards (what a kill leaves) resumes to it."""
+    from launch import torchrun, vita
+
+    from vita_core.codec import load_encoder
+    from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
+
+    codec_dir = build_tiny_glm4voice_tokenizer(tmp_path_factory.mktemp("codec") / "glm-4-voice-tokenizer")
+    args = ["prepare", str(corpus / "list.txt"), str(corpus / "rows.jsonl"), "--task", "asr", "--task", "tts",
+            "--model", str(tokenizer_dir), "--codec-dir", str(codec_dir), "--max-seconds", "2", "--max-tokens", "600",
+            "--shard-size", "4", "--batch-size", "2", "--workers", "2"]
+    run = vita([*args, "--cache-dir", str(corpus / "cache-one"), "--out", str(corpus / "one")])
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = torchrun([*args, "--cache-dir", str(corpus / "cache"), "--out", str(corpus / "two")])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("prepared ") == 1 and "written" in run.stdout  # rank 0 reports, rank 1 is quiet
+    assert _folder_bytes(corpus / "two") == _folder_bytes(corpus / "one")
+    one = json.loads((corpus / "one" / "report.json").read_text())
+    assert len(one["skipped"]) == 13 and PreparedSet(corpus / "two").manifest["shards"] == 6
+
+    # a killed run: shards 3-5 (of both ranks) unfinished, the manifest not complete, no report
+    manifest = json.loads((corpus / "two" / "manifest.json").read_text())
+    (corpus / "two" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    (corpus / "two" / "report.json").unlink()
+    for path in (p for k in (3, 4, 5) for p in (corpus / "two").glob(f"shard-0000{k}.*")):
+        path.unlink()
+    encoder = load_encoder(codec_dir)
+    resumed, _ = _run(corpus, tokenizer, corpus / "two", corpus / "cache", encoder=encoder, codec="glm4voice")
+    assert resumed.encoded == 0 and resumed.to_json() == one  # every code came from the shared cache
+    assert _folder_bytes(corpus / "two") == _folder_bytes(corpus / "one")

@@ -19,9 +19,11 @@ from vita_cli.eval_model import (
     load_vita,
     model_modes,
     progress_bar,
+    rank_progress,
     synthesize_seed_tts,
 )
 from vita_core.errors import InputError
+from vita_core.ranks import process_group
 
 app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
 
@@ -157,11 +159,14 @@ def seed_tts(
         raise InputError("nothing to score: give --wav-dir MODE=DIR (existing wavs) or --model DIR (synthesize first)")
     items = read_seedtts_meta(meta)
     detect_format(asr_model)  # a wrong ASR path fails now, not after the synthesis
-    if model is not None:
-        dirs = synthesize_seed_tts(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device, dtype,
-                                   max_new_tokens, out_dir)
-    else:
-        dirs = _parse_wav_dirs(wav_dir)
+    with process_group() as ranks:  # under torchrun: each rank synthesizes its share, rank 0 scores
+        if model is not None:
+            dirs = synthesize_seed_tts(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device,
+                                       dtype, max_new_tokens, out_dir, ranks)
+        else:
+            dirs = _parse_wav_dirs(wav_dir)
+    if not ranks.is_main:
+        return
     transcriber = _load_asr(asr_model, lang, device, batch_size)
     with progress_bar() as progress:
         report = run_seed_tts(items, dirs, transcriber, lang, missing_as_error, progress)
@@ -214,14 +219,18 @@ def asr(
     items = read_asr_set(data)
     if hyp is not None:
         hyps = read_hypotheses(hyp)
-    else:
-        if model is not None:
-            from vita_core.eval.model_runs import ModelTranscriber
+    elif model is not None:
+        from vita_core.eval.model_runs import ModelTranscriber
 
-            speech = load_vita(model, tokenizer_dir, None, device, dtype, encoder=True, decoder=False)
-            transcriber = ModelTranscriber(speech, lang)
-        else:
-            transcriber = _load_asr(asr_model, lang, device, batch_size)
+        with process_group() as ranks:  # under torchrun: each rank transcribes its share, rank 0 scores
+            speech = load_vita(model, tokenizer_dir, None, ranks.device(device), dtype, encoder=True, decoder=False)
+            with rank_progress(ranks) as progress:
+                step = (lambda d, t: progress("asr", d, t)) if progress else None
+                hyps = transcribe_items(items, ModelTranscriber(speech, lang), step, ranks)
+        if not ranks.is_main:
+            return
+    else:
+        transcriber = _load_asr(asr_model, lang, device, batch_size)
         with progress_bar() as progress:
             hyps = transcribe_items(items, transcriber, lambda d, t: progress("asr", d, t))
     scores = score_asr_set(items, hyps, lang, missing_as_error)
@@ -306,7 +315,11 @@ def sqa(
     runs: list[tuple[str, Path | None, dict | None]] = []  # (mode, speech folder to transcribe, text answers)
     if model is not None:
         out_dir = out_dir or Path("out/sqa")
-        answer_questions(items, model, mode_list, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens, out_dir)
+        with process_group() as ranks:  # under torchrun: each rank answers its share, rank 0 scores
+            answer_questions(items, model, mode_list, tokenizer_dir, decoder_dir, device, dtype, max_new_tokens,
+                             out_dir, ranks)
+        if not ranks.is_main:
+            return
         for mode in mode_list:
             runs.append((mode, out_dir / mode / "speech", load_text_answers(out_dir / mode / "text")))
     else:

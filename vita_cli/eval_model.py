@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vita_cli import speech_options as opt
 from vita_cli.common import err_console
 from vita_core.errors import InputError
+from vita_core.ranks import Ranks
 
 ALL_MODES = "vanilla,balance,boost,turbo"
 ModesOpt = typer.Option(
@@ -64,42 +65,53 @@ def model_modes(model: Optional[Path], modes: Optional[str], exclusive: dict[str
     return parse_modes(modes or ALL_MODES)
 
 
+def rank_progress(ranks: Ranks):  # type: ignore[no-untyped-def]
+    """The progress bar on rank 0; the other ranks of a torchrun job work without one."""
+    return progress_bar() if ranks.is_main else nullcontext(None)
+
+
 def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt: bool, tokenizer_dir, decoder_dir,
-                        device: str, dtype: str, max_new_tokens: int, out_dir: Path) -> dict[str, Path]:
-    """`<out_dir>/<mode>/<utt>.wav` for every meta line and mode, resumed; returns the folders by mode."""
-    from vita_core.eval.model_runs import check_prompt_wavs, claim_folder, run_settings, tts_synthesizer
+                        device: str, dtype: str, max_new_tokens: int, out_dir: Path, ranks: Ranks) -> dict[str, Path]:
+    """`<out_dir>/<mode>/<utt>.wav` for every meta line and mode, resumed; returns the folders by mode.
+    Under torchrun each rank makes its share of the lines; all return when every wav is there."""
+    from vita_core.eval.model_runs import check_prompt_wavs, claim_folders, run_settings, tts_synthesizer
     from vita_core.eval.seedtts import synthesize_missing
 
     voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
     if voice_prompt:
         check_prompt_wavs(items)
-    speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=voice_prompt, decoder=True)
-    for mode in modes:
-        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
+    speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=voice_prompt,
+                       decoder=True)
+    settings = {out_dir / m: run_settings(speech, m, max_new_tokens, voice_prompt=voice_prompt) for m in modes}
+    claim_folders(settings, ranks)
     synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
     made = 0
 
-    def counted(text, prompt_wav, mode):  # type: ignore[no-untyped-def]
+    def counted(item, mode):  # type: ignore[no-untyped-def]
         nonlocal made
         made += 1
-        return synthesize(text, prompt_wav, mode)
+        return synthesize(item, mode)
 
-    with progress_bar() as progress:
-        dirs = synthesize_missing(items, out_dir, modes, counted, progress)
-    err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({len(items) * len(modes) - made} were there)")
+    with rank_progress(ranks) as progress:
+        dirs = synthesize_missing(items, out_dir, modes, counted, progress, ranks)
+    made = sum(ranks.gather(made))
+    if ranks.is_main:
+        kept = len(items) * len(modes) - made
+        err_console.print(f"synthesized {made} wavs into {out_dir}/<mode>/ ({kept} were there)")
     return dirs
 
 
 def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, decoder_dir, device: str, dtype: str,
-                     max_new_tokens: int, out_dir: Path) -> None:
-    """`<out_dir>/<mode>/text/<id>.txt` and `speech/<id>.wav` for every question and mode, resumed."""
-    from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
+                     max_new_tokens: int, out_dir: Path, ranks: Ranks) -> None:
+    """`<out_dir>/<mode>/text/<id>.txt` and `speech/<id>.wav` for every question and mode, resumed (under
+    torchrun each rank answers its share)."""
+    from vita_core.eval.model_runs import claim_folders, run_settings, spoken_answerer
     from vita_core.eval.sqa_bench import answer_all
 
-    speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=True, decoder=True)
-    for mode in modes:
-        claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
-    with progress_bar() as progress:
+    speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=True, decoder=True)
+    claim_folders({out_dir / m: run_settings(speech, m, max_new_tokens) for m in modes}, ranks)
+    with rank_progress(ranks) as progress:
         for mode in modes:
             answer = spoken_answerer(speech, mode, max_new_tokens=max_new_tokens)
-            answer_all(items, answer, out_dir / mode, lambda d, t, m=mode: progress(f"answer {m}", d, t))
+            step = (lambda d, t, m=mode: progress(f"answer {m}", d, t)) if progress else None
+            answer_all(items, answer, out_dir / mode, step, ranks)

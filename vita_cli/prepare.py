@@ -43,7 +43,8 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         "--codec-dir ckpt/glm-4-voice-tokenizer --cache-dir cache/codes --out prepared/ls100\n\n"
         "  vita prepare data/voiceassistant.jsonl --model ckpt/VITA-Audio-Boost "
         "--codec-dir ckpt/glm-4-voice-tokenizer --cache-dir cache/codes --out prepared/va400k\n\n"
-        "Re-running the same command after an interruption resumes it."
+        "  torchrun --nproc_per_node 8 -m vita_cli prepare ... --device cuda   (each rank encodes its share of shards)\n\n"
+        "Re-running the same command after an interruption resumes it (with any number of processes)."
     ),
 )
 @handle_errors
@@ -63,22 +64,28 @@ def prepare_command(
     batch_size: int = typer.Option(16, "--batch-size", help="Audio clips per encoder call."),
     workers: int = typer.Option(4, "--workers", help="Threads reading and resampling audio."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out folder that holds a different run."),
+    device: str = typer.Option("cpu", "--device", help="Where the speech tokenizer runs: cpu, cuda, cuda:N or auto "
+                                                       "(under torchrun, cuda and auto mean each rank's own GPU)."),
 ) -> None:
     """Encode audio once (content-addressed cache), tokenize, and write token-id shards with a report of every skipped sample."""
+    from vita_core.bench import resolve_device
+    from vita_core.codec import load_encoder
     from vita_core.data.prepare import gather, prepare
+    from vita_core.ranks import process_group
     from vita_core.tokens import load_tokenizer
 
     items = gather([(p, fmt) for p in inputs], tuple(task), audio_root)
     tokenizer = load_tokenizer(model)
-    from vita_core.codec import load_encoder
-
-    encoder = load_encoder(codec_dir, codec)
-    with progress_bars() as update:
-        report = prepare(
-            items, out, tokenizer, encoder, codec, cache_dir,
-            max_seconds=max_seconds, max_tokens=max_tokens, shard_size=shard_size,
-            batch_size=batch_size, workers=workers, overwrite=overwrite, progress=update,
-        )
+    with process_group() as ranks:
+        encoder = load_encoder(codec_dir, codec, device=resolve_device(ranks.device(device)))
+        with progress_bars() as update:
+            report = prepare(
+                items, out, tokenizer, encoder, codec, cache_dir,
+                max_seconds=max_seconds, max_tokens=max_tokens, shard_size=shard_size, batch_size=batch_size,
+                workers=workers, overwrite=overwrite, progress=update if ranks.is_main else None, ranks=ranks,
+            )
+    if not ranks.is_main:
+        return
     table = Table(title=f"prepared {out}", show_header=False)
     table.add_row("written", f"{report.written} samples, {report.tokens} tokens")
     for kind, n in report.kinds.items():

@@ -6,6 +6,12 @@ batches on the calling thread; then each record becomes ChatML token ids. A shar
 atomically when done, so an interrupted run resumes at the first unfinished shard, and audio
 encoded before the interruption comes back from the cache. Every record that is not written is
 reported with its reason.
+
+Under torchrun each rank takes shard k with k % world == rank (see vita_core/ranks.py); the code
+cache and the output folder are shared, rank 0 claims the folder first and writes the report and
+the final manifest after all shards are done. A shard's bytes depend only on its records and the
+cache, so any number of ranks gives the shards (and report) of one process, and a run resumes
+with any number of ranks.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from vita_core.codec.base import SpeechEncoder
 from vita_core.data import audio_io
 from vita_core.data.cache import CodeCache, file_digest
 from vita_core.data.importers import Item, read_input
-from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, write_json, write_shard
+from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, shard_name, write_json, write_shard
 from vita_core.data.tasks import (
     EMPTY_TEXT,
     INVALID,
@@ -40,6 +46,7 @@ from vita_core.data.tasks import (
     kind_of,
 )
 from vita_core.errors import InputError
+from vita_core.ranks import Ranks
 from vita_core.tokens import AUDIO_PLACEHOLDER, AudioCodes, ChatFormat, TokenLayout, layout_from_tokenizer
 
 Progress = Callable[[str, int, int], None]
@@ -131,8 +138,14 @@ def prepare(
     workers: int = 4,
     overwrite: bool = False,
     progress: Progress | None = None,
+    ranks: Ranks | None = None,
 ) -> PrepareReport:
-    """Encode and tokenize `items` into a prepared folder; resumes a run with the same inputs and settings."""
+    """Encode and tokenize `items` into a prepared folder; resumes a run with the same inputs and settings.
+
+    With `ranks` (from `vita_core.ranks.process_group`) every rank calls this with the same arguments,
+    encodes its share of the shards, and returns the same report; `encoded`/`cached` count all ranks.
+    """
+    ranks = ranks or Ranks()
     if shard_size < 1 or batch_size < 1 or workers < 1 or max_tokens < 1 or max_seconds <= 0:
         raise InputError("--shard-size, --batch-size, --workers, --max-tokens and --max-seconds must be positive")
     out = Path(out)
@@ -155,39 +168,56 @@ def prepare(
         "shards": num_shards,
     }
     manifest["fingerprint"] = _fingerprint(items, manifest)
-    _claim_folder(out, manifest["fingerprint"], overwrite)
-    write_json(out / MANIFEST, {**manifest, "complete": False})
+
+    def claim() -> None:
+        _claim_folder(out, manifest["fingerprint"], overwrite)
+        write_json(out / MANIFEST, {**manifest, "complete": False})
+
+    ranks.on_main(claim)  # the other ranks wait for it, and stop with rank 0's error if it refuses
+    ranks.check_shared([out / MANIFEST], "--out")
 
     report = PrepareReport(out, 0, 0, {}, [])
     shards = [items[k * shard_size : (k + 1) * shard_size] for k in range(num_shards)]
-    audio_total = sum(len({a for i in s if isinstance(i, Record) for a in i.audios}) for s in shards)
+    mine = [k for k in range(num_shards) if ranks.owns(k)]
+    audio_total = sum(len({a for i in shards[k] if isinstance(i, Record) for a in i.audios}) for k in mine)
+    items_total = sum(len(shards[k]) for k in mine)
     counts = {"audio": 0, "samples": 0}
 
     def tick(stage: str, n: int = 1) -> None:
         counts[stage] += n
         if progress:
-            progress(stage, counts[stage], audio_total if stage == "audio" else len(items))
+            progress(stage, counts[stage], audio_total if stage == "audio" else items_total)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for index, shard in enumerate(shards):
+        for index in mine:
+            shard = shards[index]
             if read_shard_meta(out, index) is None:
                 _prepare_shard(out, index, shard, chat, encoder, cache, pool, max_seconds, max_tokens, batch_size, report, tick)
             else:
                 tick("audio", len({a for i in shard if isinstance(i, Record) for a in i.audios}))
             tick("samples", len(shard))
+    ranks.barrier()
+    counted = ranks.gather((report.encoded, report.cached))
+    report.encoded, report.cached = sum(e for e, _ in counted), sum(c for _, c in counted)
 
     kinds: Counter[str] = Counter()
     for index in range(num_shards):
         meta = read_shard_meta(out, index)
-        assert meta is not None
+        if meta is None:  # every rank finished its shards, yet this one is not here
+            raise InputError(f"{out}: {shard_name(index)} of rank {index % ranks.world} is missing; --out must "
+                             "be one folder that every process (and node) sees")
         kinds.update(s["kind"] for s in meta["samples"])
         report.tokens += sum(s["length"] for s in meta["samples"])
         report.skipped += [Skip(**s) for s in meta["skipped"]]
     report.kinds = dict(sorted(kinds.items()))
     report.written = sum(kinds.values())
     report.by_reason = {r: n for r in REASONS if (n := sum(s.reason == r for s in report.skipped))}
-    write_json(out / REPORT, report.to_json())
-    write_json(out / MANIFEST, {**manifest, "complete": True, "samples": report.written, "tokens": report.tokens})
+
+    def finish() -> None:
+        write_json(out / REPORT, report.to_json())
+        write_json(out / MANIFEST, {**manifest, "complete": True, "samples": report.written, "tokens": report.tokens})
+
+    ranks.on_main(finish)  # every rank returns once the folder is complete
     return report
 
 

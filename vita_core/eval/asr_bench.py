@@ -8,13 +8,23 @@ from vita_core.eval.asr import Progress, Transcriber
 from vita_core.eval.datasets import AudioItem
 from vita_core.eval.scoring import CorpusScore, Pair, score_pairs
 from vita_core.eval.transcribe import transcribe_files
+from vita_core.ranks import Ranks
 
 
 def transcribe_items(
-    items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None
+    items: list[AudioItem], transcriber: Transcriber, progress: Progress | None = None, ranks: Ranks | None = None
 ) -> dict[str, str]:
-    """Transcript of every item's audio, by id; an unreadable file raises, a missing one has no transcript."""
-    return transcribe_files(transcriber, {i.id: i.audio for i in items}, progress)[0]
+    """Transcript of every item's audio, by id; an unreadable file raises, a missing one has no transcript.
+
+    With `ranks` each rank transcribes items n % world == rank and every rank gets all transcripts: only
+    for a transcriber that takes one utterance at a time, whose output cannot depend on the split.
+    """
+    ranks = ranks or Ranks()
+    mine = {i.id: i.audio for n, i in enumerate(items) if ranks.owns(n)}
+    texts: dict[str, str] = {}
+    for part in ranks.gather(transcribe_files(transcriber, mine, progress)[0]):
+        texts.update(part)
+    return texts
 
 
 def score_asr_set(

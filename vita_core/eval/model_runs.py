@@ -3,11 +3,14 @@
 
 Each factory returns the callable that a runner takes (`Synthesize` for Seed-TTS, `Answer` for
 spoken QA, a `Transcriber` for ASR sets), so the runners stay independent of the model and
-resume the same way whatever produces the outputs.
+resume the same way whatever produces the outputs. Each output is sampled with a seed of its own
+(`utterance_sampling`), so it depends on its line alone: not on the order of the lines, on which of
+several torchrun processes makes it, or on what a resumed run skips.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,10 +20,11 @@ import numpy as np
 
 from vita_core.errors import InputError
 from vita_core.eval.asr import Progress
-from vita_core.eval.datasets import MetaItem
+from vita_core.eval.datasets import AudioItem, MetaItem
 from vita_core.eval.seedtts import Synthesize
 from vita_core.eval.sqa_bench import Answer, SpokenAnswer
 from vita_core.eval.wavs import write_text
+from vita_core.ranks import Ranks
 from vita_core.speech import SpeechModel, read_audio
 from vita_core.tokens import AudioCodes, AudioContext
 
@@ -55,6 +59,12 @@ def run_settings(speech: SpeechModel, mode: str, max_new_tokens: int, **extra: o
             "max_new_tokens": max_new_tokens, **extra}
 
 
+def utterance_sampling(sampling: Sampling, key: str) -> Sampling:
+    """`sampling` seeded for one output from the run's seed (none counts as 0) and the output's id."""
+    digest = hashlib.sha256(f"{sampling.seed or 0}/{key}".encode()).digest()
+    return replace(sampling, seed=int.from_bytes(digest[:8], "little") >> 1)
+
+
 def claim_folder(folder: Path, settings: dict) -> None:
     """Record `settings` in `folder`, or check they equal the ones its outputs were made with, so a resumed
     run never mixes outputs of another checkpoint or mode into one score."""
@@ -75,6 +85,18 @@ def claim_folder(folder: Path, settings: dict) -> None:
     write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
+def claim_folders(claims: dict[Path, dict], ranks: Ranks) -> None:
+    """`claim_folder` for each folder and its settings, on rank 0 (a refusal stops every rank); then check
+    that every rank sees the claimed folders, so no rank writes outputs that rank 0 would never score."""
+
+    def claim() -> None:
+        for folder, settings in claims.items():
+            claim_folder(folder, settings)
+
+    ranks.on_main(claim)
+    ranks.check_shared([Path(f) / RUN_FILE for f in claims], "--out-dir")
+
+
 def check_prompt_wavs(items: Sequence[MetaItem]) -> None:
     """Fail before any synthesis if a voice prompt of the meta list is missing."""
     missing = [i for i in items if i.prompt_wav is not None and not Path(i.prompt_wav).is_file()]
@@ -88,21 +110,22 @@ def check_prompt_wavs(items: Sequence[MetaItem]) -> None:
 def tts_synthesizer(
     speech: SpeechModel, voice_prompt: bool = True, sampling: Sampling | None = None, max_new_tokens: int = 1024
 ) -> Synthesize:
-    """synthesize(text, prompt_wav, mode) through `vita_core.tts.synthesize`; with `voice_prompt` the
+    """synthesize(line, mode) through `vita_core.tts.synthesize`; with `voice_prompt` the
     prompt recording goes into the system turn (encoded once, shared by every mode)."""
     from vita_core.tts import synthesize
     from vita_core.tts import voice_prompt as encode_voice
 
     voices: dict[Path, AudioCodes | AudioContext] = {}
 
-    def run(text: str, prompt_wav: Path | None, mode: str) -> tuple[np.ndarray, int]:
+    def run(item: MetaItem, mode: str) -> tuple[np.ndarray, int]:
         voice = None
-        if voice_prompt and prompt_wav is not None:
-            if prompt_wav not in voices:
-                voices[prompt_wav] = encode_voice(speech, prompt_wav)
-            voice = voices[prompt_wav]
+        if voice_prompt and item.prompt_wav is not None:
+            if item.prompt_wav not in voices:
+                voices[item.prompt_wav] = encode_voice(speech, item.prompt_wav)
+            voice = voices[item.prompt_wav]
         chunks: list[np.ndarray] = []
-        result = synthesize(in_mode(speech, mode), text, chunks.append, voice=voice, sampling=sampling,
+        result = synthesize(in_mode(speech, mode), item.text, chunks.append, voice=voice,
+                            sampling=utterance_sampling(sampling or speech.sampling, item.id),
                             max_new_tokens=max_new_tokens)
         wav = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return wav, result.sample_rate
@@ -117,7 +140,7 @@ def spoken_answerer(
     sampling: Sampling | None = None,
     max_new_tokens: int = 1024,
 ) -> Answer:
-    """answer(question_wav) as a `vita chat` turn in a fresh conversation: the question's audio in the user
+    """answer(question) as a `vita chat` turn in a fresh conversation: the question's audio in the user
     turn, the reference's "Omni" system prompt unless another is given, interleaved text + speech out."""
     from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, Conversation
     from vita_core.generate import TokenEvent
@@ -128,15 +151,16 @@ def spoken_answerer(
     rate = speech.input_rate
     prompt_text = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
 
-    def answer(question: Path) -> SpokenAnswer:
-        audio = model.audio_part(read_audio(question, rate), rate, f"question {question}")
+    def answer(question: AudioItem) -> SpokenAnswer:
+        audio = model.audio_part(read_audio(question.audio, rate), rate, f"question {question.audio}")
         conversation = Conversation(model, prompt_text)
         prompt = conversation.prompt(audio)
         stream = model.decoder.stream()
         text_ids: list[int] = []
         chunks: list[np.ndarray] = []
         for event in model.engine.generate(prompt, mode=model.mode, layout=model.answer_layout(),
-                                           sampling=sampling or model.sampling, max_new_tokens=max_new_tokens,
+                                           sampling=utterance_sampling(sampling or model.sampling, question.id),
+                                           max_new_tokens=max_new_tokens,
                                            prompt_embeds=conversation.embeds(prompt, audio)):
             if isinstance(event, TokenEvent) and event.kind == "text":
                 text_ids.append(event.token)

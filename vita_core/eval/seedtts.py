@@ -2,7 +2,8 @@
 
 Unlike the reference (which skips utterances without a wav), every meta line is kept: a missing
 or empty wav is counted and shown, and with `missing_as_error` it is scored as an empty
-hypothesis (WER 1.0). Synthesis is injected, so the runner works for any TTS and resumes.
+hypothesis (WER 1.0). Synthesis is injected, so the runner works for any TTS and resumes; under
+torchrun each rank synthesizes its share of the lines into the shared folders.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from vita_core.eval.datasets import MetaItem
 from vita_core.eval.scoring import CorpusScore, Pair, score_seedtts
 from vita_core.eval.transcribe import transcribe_files
 from vita_core.eval.wavs import is_complete_wav, write_wav
+from vita_core.ranks import Ranks
 
-Synthesize = Callable[[str, Path | None, str], tuple[np.ndarray, int]]
-"""synthesize(text, prompt_wav, mode) -> (waveform, sample_rate); an empty waveform means no audio."""
+Synthesize = Callable[[MetaItem, str], tuple[np.ndarray, int]]
+"""synthesize(line, mode) -> (waveform, sample_rate) for the line's text (and voice prompt); empty means no audio."""
 
 StageProgress = Callable[[str, int, int], None]
 """progress(stage label, done, total)."""
@@ -36,22 +38,26 @@ def synthesize_missing(
     modes: list[str],
     synthesize: Synthesize,
     progress: StageProgress | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Write `<out_root>/<mode>/<id>.wav` for every item and mode without a complete wav yet (resumable).
 
     Each wav is written atomically; a truncated or unreadable one left by something else is redone.
     An empty result is saved as a 0-sample wav, so it is not redone and is counted as "empty".
+    With `ranks`, line n is rank n % world's in every mode, and every rank returns once all are written.
     """
+    ranks = ranks or Ranks()
     folders = {}
     for mode in modes:
         folder = Path(out_root) / mode
-        todo = [i for i in items if not is_complete_wav(folder / f"{i.id}.wav")]
+        todo = [i for n, i in enumerate(items) if ranks.owns(n) and not is_complete_wav(folder / f"{i.id}.wav")]
         for n, item in enumerate(todo, 1):
-            wav, sr = synthesize(item.text, item.prompt_wav, mode)
+            wav, sr = synthesize(item, mode)
             write_wav(folder / f"{item.id}.wav", wav, sr)
             if progress:
                 progress(f"synthesize {mode}", n, len(todo))
         folders[mode] = folder
+    ranks.barrier()
     return folders
 
 

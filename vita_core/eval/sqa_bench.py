@@ -16,6 +16,7 @@ from vita_core.eval.datasets import AudioItem, read_hypotheses
 from vita_core.eval.sqa import SqaScore, judge
 from vita_core.eval.transcribe import transcribe_files
 from vita_core.eval.wavs import is_complete_wav, write_text, write_wav
+from vita_core.ranks import Ranks
 
 
 @dataclass(frozen=True)
@@ -25,28 +26,33 @@ class SpokenAnswer:
     sample_rate: int
 
 
-Answer = Callable[[Path], SpokenAnswer]
-"""answer(question_wav) -> the model's text output and its speech output (None: no audio)."""
+Answer = Callable[[AudioItem], SpokenAnswer]
+"""answer(question) -> the model's text output and its speech output (None: no audio) for its audio."""
 
 
-def answer_all(items: list[AudioItem], answer: Answer, out_dir: Path, progress: Progress | None = None) -> None:
+def answer_all(items: list[AudioItem], answer: Answer, out_dir: Path, progress: Progress | None = None,
+               ranks: Ranks | None = None) -> None:
     """Save `<out_dir>/text/<id>.txt` and `<out_dir>/speech/<id>.wav` for items not answered yet (resumable).
 
     A reply without audio gets a 0-sample wav, so it is counted as "empty" rather than forgotten.
+    With `ranks`, item n is rank n % world's, and every rank returns once all are saved.
     """
+    ranks = ranks or Ranks()
     out_dir = Path(out_dir)
     todo = [
         i
-        for i in items
-        if not ((out_dir / "text" / f"{i.id}.txt").is_file() and is_complete_wav(out_dir / "speech" / f"{i.id}.wav"))
+        for n, i in enumerate(items)
+        if ranks.owns(n)
+        and not ((out_dir / "text" / f"{i.id}.txt").is_file() and is_complete_wav(out_dir / "speech" / f"{i.id}.wav"))
     ]
     for n, item in enumerate(todo, 1):
-        reply = answer(item.audio)
+        reply = answer(item)
         wav = reply.wav if reply.wav is not None else np.zeros(0, dtype=np.float32)
         write_wav(out_dir / "speech" / f"{item.id}.wav", wav, reply.sample_rate)
         write_text(out_dir / "text" / f"{item.id}.txt", reply.text)  # last: marks the item finished
         if progress:
             progress(n, len(todo))
+    ranks.barrier()
 
 
 def load_text_answers(path: Path) -> dict[str, str]:
