@@ -23,7 +23,15 @@ from vita_cli.eval_model import (
 )
 from vita_core.errors import InputError
 
-app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
+app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.")
+
+
+@app.callback(invoke_without_command=True)
+def _group(ctx: typer.Context) -> None:
+    """Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy."""
+    if ctx.invoked_subcommand is None:  # a bare `vita eval` asks for help, as a bare `vita` does
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 LangOpt = typer.Option("en", "--lang", help="en or zh")
 MissingOpt = typer.Option(
