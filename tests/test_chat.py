@@ -219,3 +219,31 @@ def without_gaps(pcm: np.ndarray, min_run: int = 64) -> np.ndarray:
         if stop - start >= min_run:
             keep[start:stop] = False
     return pcm[keep]
+
+
+def test_silence_says_no_speech_was_heard(codec_dirs, tiny_checkpoint_f32, tmp_path):
+    quiet = tmp_path / "quiet.wav"
+    sf.write(str(quiet), np.zeros(32000, dtype=np.float32), 16000)
+    r = runner.invoke(app, ["chat", "--input-wav", str(quiet), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
+                            str(codec_dirs[0]), "--decoder-dir", str(codec_dirs[1]), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"0 turns: no speech was heard in {quiet}; check that it holds speech at a normal level, or lower "
+        "--vad-threshold (now 0.5)")
+
+
+def test_one_turn_is_singular(codec_dirs, tiny_checkpoint_f32, script):
+    r = runner.invoke(app, ["chat", "--input-wav", str(script), "--max-turns", "1", "--max-new-tokens", "8",
+                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]),
+                            "--decoder-dir", str(codec_dirs[1]), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines()[-1] == "1 turn"
+
+
+def test_no_sound_card_is_explained(monkeypatch):
+    from vita_core.chat import devices
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    r = runner.invoke(app, ["chat", "--list-devices"])
+    assert r.exit_code == 0
+    assert r.stdout.startswith("no audio devices found: PortAudio sees no sound card")

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vita_cli import speech_options as opt
-from vita_cli.common import console, err_console, handle_errors
+from vita_cli.common import console, err_console, handle_errors, plural
 from vita_cli.main import app
 
 COLUMNS = ("turn", "heard", "encoded", "1st text", "1st audio", "1st sound", "lag", "answer")
@@ -117,10 +117,16 @@ def chat(
     from vita_core.speech import load_speech_model
 
     if list_devices:
+        found = devices.list_devices()
+        if not found:
+            console.print("no audio devices found: PortAudio sees no sound card (check ALSA/PulseAudio, or that "
+                          "this container has /dev/snd); --input-wav runs a scripted conversation without one",
+                          highlight=False, soft_wrap=True)
+            return
         table = Table(title="audio devices")
         for col in ("index", "name", "inputs", "outputs", "default rate"):
             table.add_column(col)
-        for d in devices.list_devices():
+        for d in found:
             table.add_row(str(d["index"]), d["name"], str(d["inputs"]), str(d["outputs"]),
                           f"{d['default_samplerate']:.0f}")
         console.print(table)
@@ -167,4 +173,9 @@ def chat(
     finally:
         source.close()
         sink.close()
-    err_console.print(f"{len(turns)} turns" + (f", log in {log}" if log else ""))
+    summary = plural(len(turns), "turn") + (f", log in {log}" if log else "")
+    if not turns:
+        heard = f"in {input_wav}" if input_wav is not None else "from the microphone"
+        summary += (f": no speech was heard {heard}; check that it holds speech at a normal level, or lower "
+                    f"--vad-threshold (now {vad_threshold})")
+    err_console.print(summary, highlight=False, soft_wrap=True)
