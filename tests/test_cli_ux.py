@@ -28,3 +28,14 @@ def test_dash_h_is_help(argv):
     r = runner.invoke(app, argv)
     assert r.exit_code == 0, r.output
     assert "Usage:" in r.stdout and "--help" in r.stdout
+
+
+def test_log_lines_are_plain():
+    """Progress lines carry the message (and time), not the source file and line that printed them."""
+    import re
+
+    r = runner.invoke(app, ["bench", "--preset", "tiny", "--modes", "vanilla", "--new-tokens", "16", "--repeats", "1",
+                            "--warmup", "0"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "building a random tiny model on cpu" in r.stderr
+    assert not re.search(r"\w+\.py:\d+", r.stderr), r.stderr

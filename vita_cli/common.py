@@ -12,7 +12,7 @@ from rich.console import Console
 from vita_core.errors import VitaError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, log_path=False)  # log lines: time and message, no source file:line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
