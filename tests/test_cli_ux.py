@@ -1,6 +1,9 @@
 """A new user's first commands: --version, -h, a bare `vita`, help that fits 80 columns."""
 
+import shutil
+import subprocess
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -39,3 +42,12 @@ def test_log_lines_are_plain():
     assert r.exit_code == 0, r.output
     assert "building a random tiny model on cpu" in r.stderr
     assert not re.search(r"\w+\.py:\d+", r.stderr), r.stderr
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
+def test_checkpoint_folder_of_the_readme_is_ignored_by_git():
+    r = subprocess.run(["git", "check-ignore", "-q", "ckpt/VITA-Audio-Boost/model.safetensors"], cwd=REPO)
+    assert r.returncode == 0  # 1: git would offer to commit gigabytes of weights
