@@ -38,11 +38,13 @@ def asr(
 
     Example: vita asr recordings/ "*.flac" --output-format srt --output-dir subs/
     """
-    from vita_core.asr import collect_inputs, output_stems, parse_formats, transcribe, transcribe_files, write_outputs
+    from vita_core.asr import (check_budget, collect_inputs, output_stems, parse_formats, transcribe, transcribe_files,
+                               write_outputs)
     from vita_core.errors import InputError
     from vita_core.speech import load_speech_model, read_audio
 
     formats = parse_formats(output_format)
+    check_budget(max_new_tokens)
     from_stdin = inputs == ["-"]
     if "-" in inputs and not from_stdin:
         raise InputError("- (stdin) must be the only input")
