@@ -51,3 +51,30 @@ REPO = Path(__file__).resolve().parents[1]
 def test_checkpoint_folder_of_the_readme_is_ignored_by_git():
     r = subprocess.run(["git", "check-ignore", "-q", "ckpt/VITA-Audio-Boost/model.safetensors"], cwd=REPO)
     assert r.returncode == 0  # 1: git would offer to commit gigabytes of weights
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a sub-app (typer vendors its own click)
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_help_at_80_columns_shows_every_option_name_whole():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    commands = list(_commands(root))
+    assert len(commands) >= 10
+    for path, cmd in commands:
+        r = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert r.exit_code == 0, (path, r.output)
+        lines = r.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80, path
+        assert "…" not in r.stdout, path
+        words = set(r.stdout.replace(",", " ").replace("/", " ").split())
+        for param in cmd.params:
+            for name in [*param.opts, *param.secondary_opts]:
+                if name.startswith("-"):
+                    assert name in words, (path, name)

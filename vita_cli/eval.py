@@ -23,7 +23,7 @@ from vita_cli.eval_model import (
 )
 from vita_core.errors import InputError
 
-app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.")
+app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", rich_markup_mode=None)
 
 
 @app.callback(invoke_without_command=True)

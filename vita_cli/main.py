@@ -13,6 +13,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings=CONTEXT,
+    rich_markup_mode=None,  # click's help: wraps to the terminal and never cuts an option name (Rich's table did)
 )
 
 
