@@ -221,6 +221,25 @@ def without_gaps(pcm: np.ndarray, min_run: int = 64) -> np.ndarray:
     return pcm[keep]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--vad-threshold", "1.5"], "--vad-threshold 1.5 must be between 0 and 1"),
+    (["--min-silence-ms", "0"], "--min-silence-ms 0 must be at least 1"),
+    (["--mode", "warp"], "schedule 'warp' must be integers"),
+    (["--temperature", "-0.5"], "temperature -0.5 must be >= 0"),
+    (["--top-p", "2"], "top_p 2.0 must be in (0, 1]"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),
+    (["--dtype", "int4"], "--dtype 'int4': choose auto"),
+])
+def test_flag_errors_come_before_loading(codec_dirs, tiny_checkpoint_f32, tmp_path, monkeypatch, no_model_load,
+                                         args, message):
+    monkeypatch.chdir(tmp_path)
+    sf.write("q.wav", np.zeros(1600, dtype=np.float32), 16000)
+    r = runner.invoke(app, ["chat", "--input-wav", "q.wav", "--model", str(tiny_checkpoint_f32), "--device", "cpu",
+                            *args])
+    assert r.exit_code == 1
+    assert message in r.stderr.strip().splitlines()[-1]
+
+
 def test_silence_says_no_speech_was_heard(codec_dirs, tiny_checkpoint_f32, tmp_path):
     quiet = tmp_path / "quiet.wav"
     sf.write(str(quiet), np.zeros(32000, dtype=np.float32), 16000)

@@ -114,7 +114,8 @@ def chat(
     from vita_core.chat import devices
     from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, ChatSession
     from vita_core.errors import InputError
-    from vita_core.speech import load_speech_model
+    from vita_core.chat.vad import check_vad
+    from vita_core.speech import check_generation_flags, load_speech_model
 
     if list_devices:
         found = devices.list_devices()
@@ -139,6 +140,9 @@ def chat(
         raise InputError("use either --input-wav or --input-device, not both")
     if input_wav is not None and not input_wav.is_file():
         raise InputError(f"--input-wav {input_wav} does not exist")
+    if not push_to_talk:
+        check_vad(vad_threshold, min_silence_ms)
+    check_generation_flags(mode, max_new_tokens, temperature, top_k, top_p, repetition_penalty, device, dtype)
     panel = Panel()
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=True, need_decoder=True, progress=opt.progress(False),
