@@ -16,6 +16,7 @@ from vita_cli.eval_model import (
     EvalMaxTokensOpt,
     ModesOpt,
     answer_questions,
+    check_before_loading,
     load_vita,
     model_modes,
     progress_bar,
@@ -226,6 +227,7 @@ def asr(
         if model is not None:
             from vita_core.eval.model_runs import ModelTranscriber
 
+            check_before_loading(model, [], None, 1, device, dtype)
             speech = load_vita(model, tokenizer_dir, None, device, dtype, encoder=True, decoder=False)
             transcriber = ModelTranscriber(speech, lang)
         else:

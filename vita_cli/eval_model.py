@@ -50,6 +50,17 @@ def load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, 
                              need_decoder=decoder, progress=opt.progress(False))
 
 
+def check_before_loading(model: Path, modes: list[str], out_dir: Path | None, max_new_tokens: int, device: str,
+                         dtype: str, **extra: object) -> None:
+    """What can fail without the model, checked before the slow load: device, dtype, budget, the output folders."""
+    from vita_core.eval.model_runs import check_folder, planned_settings
+    from vita_core.speech import check_generation_flags
+
+    check_generation_flags(max_new_tokens=max_new_tokens, device=device, dtype=dtype)
+    for mode in modes if out_dir is not None else []:
+        check_folder(out_dir / mode, planned_settings(model, mode, max_new_tokens, **extra))
+
+
 def model_modes(model: Optional[Path], modes: Optional[str], exclusive: dict[str, object]) -> list[str]:
     """The modes to generate with, after checking that --model was not mixed with flags for given outputs."""
     from vita_core.eval.model_runs import parse_modes
@@ -73,6 +84,7 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
     voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
     if voice_prompt:
         check_prompt_wavs(items)
+    check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype, voice_prompt=voice_prompt)
     speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=voice_prompt, decoder=True)
     for mode in modes:
         claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens, voice_prompt=voice_prompt))
@@ -96,6 +108,7 @@ def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, 
     from vita_core.eval.model_runs import claim_folder, run_settings, spoken_answerer
     from vita_core.eval.sqa_bench import answer_all
 
+    check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype)
     speech = load_vita(model, tokenizer_dir, decoder_dir, device, dtype, encoder=True, decoder=True)
     for mode in modes:
         claim_folder(out_dir / mode, run_settings(speech, mode, max_new_tokens))
