@@ -59,6 +59,8 @@ def test_two_modes_write_every_wav_then_score_like_wav_dir(seed_args, calls, met
     r = runner.invoke(app, [*seed_args, "--modes", "vanilla,boost"])
     assert r.exit_code == 0, r.output
     assert sorted(calls) == sorted((m, t) for m in ("vanilla", "boost") for t in TEXTS.values())
+    progress = [line for line in r.stderr.splitlines() if line.startswith("synthesize ")]  # not a terminal: lines
+    assert progress == [f"synthesize {m}: {n}/3" for m in ("vanilla", "boost") for n in (1, 2, 3)]
     for mode in ("vanilla", "boost"):
         assert sorted(p.name for p in (out / mode).iterdir()) == [".vita-run.json", "a.wav", "b.wav", "c.wav"]
     report = json.loads((out / "seed-tts.json").read_text())

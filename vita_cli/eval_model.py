@@ -22,7 +22,18 @@ EvalMaxTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="with --mo
 
 @contextmanager
 def progress_bar() -> Iterator:
-    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
+    """progress(label, done, total) on stderr: a Rich bar on a terminal, else one line per finished item
+    (a log or a CI job sees the run advance instead of nothing for half an hour)."""
+    if not err_console.is_terminal:
+        last: dict[str, int] = {}
+
+        def line(label: str, done: int, total: int) -> None:
+            if done and last.get(label) != done:
+                last[label] = done
+                err_console.print(f"{label}: {done}/{total}", highlight=False, soft_wrap=True)
+
+        yield line
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -30,7 +41,6 @@ def progress_bar() -> Iterator:
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
     ) as bar:
         tasks: dict[str, int] = {}
 
