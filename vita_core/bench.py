@@ -103,8 +103,13 @@ def bench_modes(
     layout: Sequence[int] = BOOST_RATIO,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    on_mode: Callable[[BenchResult], None] | None = None,
 ) -> BenchResult:
-    """Measure every mode on one random-init model; vanilla is always measured for the ratios."""
+    """Measure every mode on one random-init model; vanilla is always measured (first) for the ratios.
+
+    `on_mode(result)` is called as each mode finishes, with the modes measured so far (speedups
+    included), so a caller can show results as they come and keep them if the run is stopped.
+    """
     if new_tokens < 16:
         raise InputError(f"--new-tokens {new_tokens} is too small to measure; use at least 16")
     if repeats < 1 or warmup < 0 or prompt_tokens < 1:
@@ -144,8 +149,7 @@ def bench_modes(
             backbone_catchup_ms=1000 * statistics.median(per_c) if per_c else 0.0,
             mtp_forward_ms=1000 * statistics.median(per_m) if per_m else 0.0,
         ))
-    base = result.modes[0].tokens_per_s
-    for m in result.modes:
-        m.speedup = m.tokens_per_s / base
-    result.modes = [m for m in result.modes if m.mode in modes or m.mode == "vanilla"]
+        result.modes[-1].speedup = result.modes[-1].tokens_per_s / result.modes[0].tokens_per_s
+        if on_mode is not None:
+            on_mode(result)
     return result
