@@ -135,6 +135,8 @@ def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_ch
 @pytest.mark.parametrize("args, message", [
     (["rec/one.wav", "--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1 (leave it out for 10 tokens"),
     (["rec/one.wav", "--max-new-tokens", "-3"], "--max-new-tokens -3 must be at least 1"),
+    (["rec/one.wav", "-l", "en"], "--language en: GLM-4-Voice speech codes carry no language hint"),
+    (["rec/one.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
 ])
 def test_flag_errors_come_before_loading(codec_dirs, recordings, tiny_checkpoint_f32, monkeypatch, no_model_load,
                                          args, message):

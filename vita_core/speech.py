@@ -47,6 +47,20 @@ WHAT = {
 }
 
 
+NO_LANGUAGE = ("--language {language}: GLM-4-Voice speech codes carry no language hint, only VITA-Audio-Plus "
+               "checkpoints (SenseVoice input) take one; leave it at auto")
+
+
+def check_language_flag(model: str | Path | None, language: str) -> None:
+    """A language hint for a checkpoint that takes none fails from its config.json, before anything loads."""
+    if language == "auto":
+        return
+    from vita_core.model.checkpoint import is_plus, read_config
+
+    if not is_plus(read_config(resolve_folder("model", model))):
+        raise InputError(NO_LANGUAGE.format(language=language))
+
+
 def config_file() -> Path | None:
     """The user's config file, if any: $XDG_CONFIG_HOME/vita/config.toml|yaml (default ~/.config)."""
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "vita"
@@ -213,8 +227,7 @@ class SpeechModel:
         if language == "auto":
             return
         if self.plus_audio is None:
-            raise InputError(f"--language {language}: GLM-4-Voice speech codes carry no language hint, only "
-                             "VITA-Audio-Plus checkpoints (SenseVoice input) take one; leave it at auto")
+            raise InputError(NO_LANGUAGE.format(language=language))
         if language not in self.plus_audio.encoder.languages:
             raise InputError(f"--language {language}: SenseVoice knows {', '.join(self.plus_audio.encoder.languages)}")
 
