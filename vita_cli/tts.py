@@ -45,8 +45,9 @@ def _check_format(out: str, fmt: Optional[str]) -> None:
         return
     suffix = Path(out).suffix.lower().lstrip(".")
     if fmt != suffix:
+        fix = "raw pcm streams to --out -" if fmt == "pcm" else "drop --format or rename the file"
         raise InputError(f"--format {fmt}: --out {out} is a file, whose format comes from its name (.wav or .flac); "
-                         "raw pcm streams to --out -")
+                         + fix)
 
 
 @contextmanager
