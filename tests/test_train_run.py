@@ -147,7 +147,7 @@ def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tokenizer_d
                           *flags, "--grad-accum", "1", "--output-dir", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "2 process(es), global batch 2" in " ".join(two.stdout.split())
+    assert "2 processes, global batch 2" in " ".join(two.stdout.split())
     a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b):

@@ -160,7 +160,8 @@ def test_folders_come_from_env_then_config_file(monkeypatch, tmp_path, codec_dir
     ([TEXT, "--out", "-", "--format", "ogg"], "choose wav or pcm for stdout"),
     ([TEXT, "--out", "x.wav", "--mode", "warp"], "schedule 'warp' must be integers"),
     ([TEXT, "--out", "x.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
-    ([TEXT, "--out", "x.wav", "--prompt-wav", "voice.wav"], "no audio tokenizer folder given: pass --tokenizer-dir DIR"),
+    ([TEXT, "--out", "x.wav", "--prompt-wav", "voice.wav"],
+     "no audio tokenizer folder given: pass --tokenizer-dir DIR"),
     ([TEXT, "--out", "x.wav", "--temperature", "-1"], "temperature -1.0 must be >= 0"),
     (["--batch", "nolines.txt", "--out-dir", "d"], "batch file nolines.txt does not exist"),
 ])
@@ -183,7 +184,8 @@ def test_user_errors_exit_with_one_line(base_args, tmp_path, monkeypatch, extra,
     ([TEXT, "--out", "x.wav", "--prompt-wav", "missing.wav"], "--prompt-wav missing.wav does not exist"),
     ([TEXT, "--out", "x.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
     ([TEXT, "--out", "x.wav", "--format", "pcm"],
-     "--format pcm: --out x.wav is a file, whose format comes from its name (.wav or .flac); raw pcm streams to --out -"),
+     "--format pcm: --out x.wav is a file, whose format comes from its name (.wav or .flac); "
+     "raw pcm streams to --out -"),
     ([TEXT, "--out", "x.flac", "--format", "wav"], "--format wav: --out x.flac is a file"),
     (["--batch", "lines.txt", "--out-dir", "d", "--format", "pcm"], "--format 'pcm': --batch writes wav or flac"),
 ])

@@ -7,12 +7,16 @@ and the cost of the last streaming chunk over the first, against the reference's
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from vita_cli.common import console, err_console, handle_errors
 from vita_cli.main import app
+
+if TYPE_CHECKING:
+    from vita_core.bench import BenchResult
 
 
 @app.command()
@@ -45,9 +49,9 @@ def bench(
         return
     from vita_core.schedule import parse_ratio
 
-    finished: list = []
+    finished: list[BenchResult] = []
 
-    def on_mode(so_far) -> None:  # type: ignore[no-untyped-def]
+    def on_mode(so_far: BenchResult) -> None:
         finished[:] = [so_far]
         m = so_far.modes[-1]
         if not as_json:
@@ -73,7 +77,7 @@ FORWARD_COLUMNS = ("mode", "backbone fwd", "MCTP fwd", "ms/backbone", "ms/catch-
 WIDE = 130  # below this many columns the one table would squeeze its cells: two narrower tables instead
 
 
-def _print_modes(result, preset: str, dtype: str, prompt_tokens: int, new_tokens: int, repeats: int,  # type: ignore[no-untyped-def]
+def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: int, new_tokens: int, repeats: int,
                  as_json: bool, partial: bool = False) -> None:
     """The modes measured so far: JSON, one table on a wide terminal, or a speed and a forwards table."""
     if as_json:
@@ -81,17 +85,18 @@ def _print_modes(result, preset: str, dtype: str, prompt_tokens: int, new_tokens
         return
     title = (f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, {prompt_tokens}-token "
              f"prompt, {new_tokens} new tokens, median of {repeats}" + (" (interrupted)" if partial else ""))
-    cells = {m.mode: {
-        "mode": m.mode, "tokens/s": f"{m.tokens_per_s:.1f}", "range": f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}",
-        "backbone fwd": str(m.backbone_forwards), "MCTP fwd": str(m.mtp_forwards), "speedup": f"{m.speedup:.2f}x",
+    cells = [{
+        "mode": m.mode, "tokens/s": f"{m.tokens_per_s:.1f}",
+        "range": f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}", "backbone fwd": str(m.backbone_forwards),
+        "MCTP fwd": str(m.mtp_forwards), "speedup": f"{m.speedup:.2f}x",
         "first audio block": f"{m.first_audio_block_ms:.0f} ms", "ms/backbone": f"{m.backbone_forward_ms:.1f}",
-        "ms/catch-up": f"{m.backbone_catchup_ms:.1f}", "ms/MCTP": f"{m.mtp_forward_ms:.1f}"} for m in result.modes}
+        "ms/catch-up": f"{m.backbone_catchup_ms:.1f}", "ms/MCTP": f"{m.mtp_forward_ms:.1f}"} for m in result.modes]
     layouts = [SPEED_COLUMNS + FORWARD_COLUMNS[1:]] if console.width >= WIDE else [SPEED_COLUMNS, FORWARD_COLUMNS]
     for n, columns in enumerate(layouts):
         table = Table(title=title if n == 0 else None)
         for col in columns:
             table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
-        for row in cells.values():
+        for row in cells:
             table.add_row(*(row[col] for col in columns))
         console.print(table)
 
