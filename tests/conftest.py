@@ -104,3 +104,21 @@ def decoder_dir(tmp_path_factory) -> Path:
     from vita_core.tiny.glm4voice_decoder import build_tiny_glm4voice_decoder
 
     return build_tiny_glm4voice_decoder(tmp_path_factory.mktemp("decoder") / "glm-4-voice-decoder", seed=0)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if its command loads a model: flag and input checks must come before the slow load."""
+    import vita_core.speech
+    from vita_core.model import checkpoint
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr(vita_core.speech, "load_speech_model", refuse)
+    monkeypatch.setattr(checkpoint, "load_model", refuse)
+    yield calls
+    assert not calls, "the model was loaded before the flags were checked"

@@ -130,3 +130,17 @@ def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_ch
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "one.json").read_text())
     assert meta["num_codes"] == 13  # 1.0 s at 16 kHz: ceil(16000 / 1280) codes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["rec/one.wav", "--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1 (leave it out for 10 tokens"),
+    (["rec/one.wav", "--max-new-tokens", "-3"], "--max-new-tokens -3 must be at least 1"),
+    (["rec/one.wav", "-l", "en"], "--language en: GLM-4-Voice speech codes carry no language hint"),
+    (["rec/one.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
+])
+def test_flag_errors_come_before_loading(codec_dirs, recordings, tiny_checkpoint_f32, monkeypatch, no_model_load,
+                                         args, message):
+    monkeypatch.chdir(recordings.parent)
+    r = runner.invoke(app, ["asr", *args, "--model", str(tiny_checkpoint_f32), "--device", "cpu"])
+    assert r.exit_code == 1
+    assert message in r.stderr.strip().splitlines()[-1]

@@ -61,3 +61,40 @@ def test_bench_sizes_the_preset_by_a_tokenizer(small_tokenizer_dir, small_tokeni
     assert data["parameters"] == sum(p.numel() for p in random_model(config).parameters())
     boost = next(m for m in data["modes"] if m["mode"] == "boost")
     assert (boost["backbone_forwards"], boost["mtp_forwards"]) == (8, 20) and boost["first_audio_block_ms"] > 0
+TINY = ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--warmup", "0"]
+
+
+def test_table_fits_80_columns_and_each_mode_shows_as_it_finishes():
+    r = CliRunner().invoke(app, [*TINY, "--modes", "boost"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80 and "…" not in r.stdout
+    for header in ("tokens/s", "speedup", "first audio block", "backbone fwd", "MCTP fwd", "ms/backbone",
+                   "ms/catch-up", "ms/MCTP"):
+        assert header in r.stdout, header  # whole, on one line
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│ boost")]
+    assert len(rows) == 2 and "x │" in rows[0]  # the speed table and the forwards table
+    log = r.stderr.splitlines()
+    done = next(i for i, line in enumerate(log) if line.startswith("vanilla: ") and "tokens/s (1.00x)" in line)
+    assert done < next(i for i, line in enumerate(log) if "boost: run 1/1" in line)
+
+
+def test_ctrl_c_still_shows_the_finished_modes(monkeypatch):
+    import vita_core.bench
+
+    real = vita_core.bench._one_run
+
+    def stop_at_turbo(engine, prompt, mode, *args):
+        if mode == "turbo":
+            raise KeyboardInterrupt
+        return real(engine, prompt, mode, *args)
+
+    monkeypatch.setattr(vita_core.bench, "_one_run", stop_at_turbo)
+    r = CliRunner().invoke(app, [*TINY, "--modes", "boost,turbo"], env={"COLUMNS": "200"})
+    assert r.exit_code == 130
+    assert "(interrupted)" in r.stdout
+    rows = [line.split("│")[1].strip() for line in r.stdout.splitlines() if line.startswith("│ ")]
+    assert rows == ["vanilla", "boost"]
+    r = CliRunner().invoke(app, [*TINY, "--modes", "boost,turbo", "--json"])
+    assert r.exit_code == 130
+    data = json.loads(r.stdout)
+    assert data["interrupted"] and [m["mode"] for m in data["modes"]] == ["vanilla", "boost"]

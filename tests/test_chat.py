@@ -219,3 +219,50 @@ def without_gaps(pcm: np.ndarray, min_run: int = 64) -> np.ndarray:
         if stop - start >= min_run:
             keep[start:stop] = False
     return pcm[keep]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vad-threshold", "1.5"], "--vad-threshold 1.5 must be between 0 and 1"),
+    (["--min-silence-ms", "0"], "--min-silence-ms 0 must be at least 1"),
+    (["--mode", "warp"], "schedule 'warp' must be integers"),
+    (["--temperature", "-0.5"], "temperature -0.5 must be >= 0"),
+    (["--top-p", "2"], "top_p 2.0 must be in (0, 1]"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),
+    (["--dtype", "int4"], "--dtype 'int4': choose auto"),
+])
+def test_flag_errors_come_before_loading(codec_dirs, tiny_checkpoint_f32, tmp_path, monkeypatch, no_model_load,
+                                         args, message):
+    monkeypatch.chdir(tmp_path)
+    sf.write("q.wav", np.zeros(1600, dtype=np.float32), 16000)
+    r = runner.invoke(app, ["chat", "--input-wav", "q.wav", "--model", str(tiny_checkpoint_f32), "--device", "cpu",
+                            *args])
+    assert r.exit_code == 1
+    assert message in r.stderr.strip().splitlines()[-1]
+
+
+def test_silence_says_no_speech_was_heard(codec_dirs, tiny_checkpoint_f32, tmp_path):
+    quiet = tmp_path / "quiet.wav"
+    sf.write(str(quiet), np.zeros(32000, dtype=np.float32), 16000)
+    r = runner.invoke(app, ["chat", "--input-wav", str(quiet), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
+                            str(codec_dirs[0]), "--decoder-dir", str(codec_dirs[1]), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"0 turns: no speech was heard in {quiet}; check that it holds speech at a normal level, or lower "
+        "--vad-threshold (now 0.5)")
+
+
+def test_one_turn_is_singular(codec_dirs, tiny_checkpoint_f32, script):
+    r = runner.invoke(app, ["chat", "--input-wav", str(script), "--max-turns", "1", "--max-new-tokens", "8",
+                            "--model", str(tiny_checkpoint_f32), "--tokenizer-dir", str(codec_dirs[0]),
+                            "--decoder-dir", str(codec_dirs[1]), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines()[-1] == "1 turn"
+
+
+def test_no_sound_card_is_explained(monkeypatch):
+    from vita_core.chat import devices
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    r = runner.invoke(app, ["chat", "--list-devices"])
+    assert r.exit_code == 0
+    assert r.stdout.startswith("no audio devices found: PortAudio sees no sound card")

@@ -66,6 +66,17 @@ def test_score_json_on_hand_worked_pairs(tmp_path):
     )
 
 
+@pytest.mark.parametrize("header", ["id\treference\thypothesis\n", "utt\tref\thyp\n"])
+def test_score_skips_a_header_row(tmp_path, header):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(header + "u1\tfive\tsix\nu2\tone two\tone two\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", "score", "--pairs", str(pairs), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [u["id"] for u in out["utterances"]] == ["u1", "u2"]  # the header is not an utterance
+    assert out["mean"] == pytest.approx(0.5)
+
+
 def test_score_empty_reference_fails_in_one_line(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("u1\t?!\thello\n", encoding="utf-8")

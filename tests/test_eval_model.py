@@ -60,6 +60,8 @@ def test_two_modes_write_every_wav_then_score_like_wav_dir(seed_args, calls, met
     r = runner.invoke(app, [*seed_args, "--modes", "vanilla,boost"])
     assert r.exit_code == 0, r.output
     assert sorted(calls) == sorted((m, t) for m in ("vanilla", "boost") for t in TEXTS.values())
+    progress = [line for line in r.stderr.splitlines() if line.startswith("synthesize ")]  # not a terminal: lines
+    assert progress == [f"synthesize {m}: {n}/3" for m in ("vanilla", "boost") for n in (1, 2, 3)]
     for mode in ("vanilla", "boost"):
         assert sorted(p.name for p in (out / mode).iterdir()) == [".vita-run.json", "a.wav", "b.wav", "c.wav"]
     report = json.loads((out / "seed-tts.json").read_text())
@@ -289,3 +291,44 @@ def test_two_torchrun_processes_synthesize_what_one_does_and_resume(meta, tiny_c
         assert (two / path).read_bytes() == (one / path).read_bytes(), path
     report = (two / "seed-tts.json").read_text().replace(str(two), str(one))
     assert json.loads(report) == json.loads((one / "seed-tts.json").read_text())
+@pytest.mark.parametrize("case, message", [
+    ("other settings", "boost holds outputs made with other settings (max_new_tokens, model)"),
+    ("foreign files", "boost already holds files not made by vita eval --model"),
+    ("dtype", "--dtype 'int8': choose auto"),
+])
+def test_folder_and_flag_errors_come_before_loading(seed_args, tmp_path, no_model_load, case, message):
+    boost = tmp_path / "out" / "boost"
+    boost.mkdir(parents=True)
+    args = [*seed_args, "--modes", "vanilla,boost"]
+    if case == "other settings":
+        from vita_core.eval.model_runs import RUN_FILE, planned_settings
+
+        settings = planned_settings(seed_args[seed_args.index("--model") + 1], "boost", 99, voice_prompt=True)
+        (boost / RUN_FILE).write_text(json.dumps({**settings, "model": "/elsewhere"}))
+    elif case == "foreign files":
+        (boost / "a.wav").write_bytes(b"RIFF")
+    else:
+        args += ["--dtype", "int8"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1
+    assert message in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out" / "vanilla").exists()  # nothing claimed before the failure
+
+
+def test_sqa_and_asr_folder_and_flag_errors_come_before_loading(tmp_path, tiny_checkpoint_f32, codec_dirs,
+                                                                 no_model_load):
+    enc, dec = codec_dirs
+    (tmp_path / "out" / "turbo").mkdir(parents=True)
+    (tmp_path / "out" / "turbo" / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["eval", "sqa", "--data", str(_questions(tmp_path)), "--model", str(tiny_checkpoint_f32),
+                            "--tokenizer-dir", str(enc), "--decoder-dir", str(dec), "--device", "cpu", "--modes",
+                            "turbo", "--out-dir", str(tmp_path / "out")])
+    assert r.exit_code == 1 and "turbo already holds files not made by vita eval --model" in r.stderr
+    data = tmp_path / "kaldi"
+    data.mkdir()
+    sf.write(data / "u0.wav", np.zeros(1600, np.float32), 16000)
+    (data / "wav.scp").write_text("u0 u0.wav\n")
+    (data / "text").write_text("u0 HELLO\n")
+    r = runner.invoke(app, ["eval", "asr", "--data", str(data), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
+                            str(enc), "--device", "cpu", "--dtype", "fp8"])
+    assert r.exit_code == 1 and "--dtype 'fp8': choose auto" in r.stderr

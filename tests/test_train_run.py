@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import json
+import re
 
 import pytest
 import torch
@@ -87,6 +88,8 @@ def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir, packed):
         assert model.num_mtp == [0, 1, 10, 10][stage - 1] and model.num_backbone_layers == 2
         for f in tokenizer_dir.iterdir():  # the tokenizer travels with the weights
             assert (out / "model" / f.name).read_bytes() == f.read_bytes()
+        if stage == 2:  # counts in words: "1 MCTP module", not "1 MCTP modules"
+            assert "1 MCTP module, " in result.output and re.search(r"1 process[,\s]", result.output)
         if stage > 1:  # (tokens.py reads <|endoftext|> as missing under a plain-qwen2 config.json)
             assert layout_from_tokenizer(load_tokenizer(out / "model")).audio_offset == 151685
             assert f"MCTP {model.num_mtp - 1}" in result.output and "audio targets" in result.output
@@ -144,7 +147,7 @@ def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tokenizer_d
                           *flags, "--grad-accum", "1", "--output-dir", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "2 process(es), global batch 2" in " ".join(two.stdout.split())
+    assert "2 processes, global batch 2" in " ".join(two.stdout.split())
     a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b):

@@ -112,13 +112,15 @@ def test_broken_decoder_folder_exits_with_one_line(real_args, decoder_dir, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder"]  # no x.wav, no temp file
 
 
-def test_batch_to_flac_folder(base_args, tmp_path):
+def test_batch_to_flac_folder_numbered_by_line(base_args, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond line.\n")
     r = run(["--batch", str(lines), "--out-dir", str(tmp_path / "voices"), "--format", "flac", "--json", *base_args])
     assert r.exit_code == 0, r.output
     meta = json.loads(r.stdout)
-    assert [m["file"] for m in meta] == [str(tmp_path / "voices" / "0001.flac"), str(tmp_path / "voices" / "0002.flac")]
+    # named by line number: the blank line 2 is skipped, not renumbered away
+    assert [m["file"] for m in meta] == [str(tmp_path / "voices" / "0001.flac"), str(tmp_path / "voices" / "0003.flac")]
+    assert [m["line"] for m in meta] == [1, 3]
     for m in meta:
         assert sf.info(m["file"]).frames == m["num_codes"] * speech_fakes.SAMPLES_PER_CODE
 
@@ -158,17 +160,42 @@ def test_folders_come_from_env_then_config_file(monkeypatch, tmp_path, codec_dir
     ([TEXT, "--out", "-", "--format", "ogg"], "choose wav or pcm for stdout"),
     ([TEXT, "--out", "x.wav", "--mode", "warp"], "schedule 'warp' must be integers"),
     ([TEXT, "--out", "x.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
-    ([TEXT, "--out", "x.wav", "--prompt-wav", "missing.wav"],
+    ([TEXT, "--out", "x.wav", "--prompt-wav", "voice.wav"],
      "no audio tokenizer folder given: pass --tokenizer-dir DIR"),
     ([TEXT, "--out", "x.wav", "--temperature", "-1"], "temperature -1.0 must be >= 0"),
     (["--batch", "nolines.txt", "--out-dir", "d"], "batch file nolines.txt does not exist"),
 ])
 def test_user_errors_exit_with_one_line(base_args, tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
+    sf.write("voice.wav", 0.1 * np.sin(np.arange(16000) / 10.0), 16000)
     r = run([*extra, *base_args])
     assert r.exit_code == 1
     assert message in r.stderr.strip().splitlines()[-1]
-    assert not list(tmp_path.glob("*.wav"))
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["voice.wav"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([TEXT, "--out", "x.wav", "--mode", "warp"], "schedule 'warp' must be integers"),
+    ([TEXT, "--out", "x.wav", "--temperature", "-1"], "temperature -1.0 must be >= 0"),
+    ([TEXT, "--out", "x.wav", "--top-p", "0"], "top_p 0.0 must be in (0, 1]"),
+    ([TEXT, "--out", "x.wav", "--top-k", "-2"], "top_k -2 must be >= 0"),
+    ([TEXT, "--out", "x.wav", "--repetition-penalty", "0"], "repetition_penalty 0.0 must be > 0"),
+    ([TEXT, "--out", "x.wav", "--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),
+    ([TEXT, "--out", "x.wav", "--prompt-wav", "missing.wav"], "--prompt-wav missing.wav does not exist"),
+    ([TEXT, "--out", "x.wav", "--dtype", "int8"], "--dtype 'int8': choose auto"),
+    ([TEXT, "--out", "x.wav", "--format", "pcm"],
+     "--format pcm: --out x.wav is a file, whose format comes from its name (.wav or .flac); "
+     "raw pcm streams to --out -"),
+    ([TEXT, "--out", "x.flac", "--format", "wav"], "--format wav: --out x.flac is a file"),
+    (["--batch", "lines.txt", "--out-dir", "d", "--format", "pcm"], "--format 'pcm': --batch writes wav or flac"),
+])
+def test_flag_errors_come_before_loading(base_args, tmp_path, monkeypatch, no_model_load, extra, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lines.txt").write_text("One.\n")
+    r = run([*base_args, *extra])
+    assert r.exit_code == 1
+    assert message in r.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob("*.flac"))
 
 
 def test_missing_or_wrong_folders(codec_dirs, tmp_path, tokenizer_dir):
@@ -181,3 +208,79 @@ def test_missing_or_wrong_folders(codec_dirs, tmp_path, tokenizer_dir):
              "--device", "cpu"])
     assert r.exit_code == 1 and "has no config.json" in r.stderr
     assert not (tmp_path / "a.wav").exists()
+
+
+LONG = ("The first sentence is short. Here is a second one, a little longer than the first! Is this the third? "
+        "Yes.\n\nA new paragraph starts here and goes on for a while, with commas, clauses and more words than "
+        "any one chunk may hold, so that it has to be cut between its clauses; the end.")
+
+
+def test_long_text_is_the_per_chunk_runs_in_order(speech):
+    """Greedy: one synthesis of a long text equals its chunks synthesized one by one, codes and PCM alike."""
+    from vita_core.tts import chunk_text, synthesize
+
+    def count(piece):
+        return len(speech.tokenizer.encode(piece, add_special_tokens=False))
+
+    chunks = chunk_text(LONG, 40, count)
+    assert len(chunks) >= 4 and all(count(c) <= 40 for c in chunks)
+    assert " ".join(chunks) == " ".join(LONG.split())  # nothing lost or reordered
+    pcm, seen = [], []
+    whole = synthesize(speech, LONG, pcm.append, max_new_tokens=12, chunk_tokens=40, on_progress=seen.append)
+    parts = []
+    for chunk in chunks:
+        part_pcm = []
+        parts.append((synthesize(speech, chunk, part_pcm.append, max_new_tokens=12, chunk_tokens=40), part_pcm))
+    assert whole.chunks == len(chunks) and all(p.chunks == 1 for p, _ in parts)
+    assert whole.codes == [c for p, _ in parts for c in p.codes] and whole.num_codes > 0
+    assert np.array_equal(np.concatenate(pcm), np.concatenate([x for _, pp in parts for x in pp]))
+    assert whole.samples == sum(p.samples for p, _ in parts) and whole.tokens == sum(p.tokens for p, _ in parts)
+    assert whole.backbone_forwards == sum(p.backbone_forwards for p, _ in parts)
+    done = [p for p in seen if p.chunk_done]
+    assert [p.chunk for p in done] == list(range(1, len(chunks) + 1)) and all(p.chunks == len(chunks) for p in seen)
+    assert done[-1].audio_seconds == pytest.approx(whole.audio_seconds)
+    assert [p.tokens for p in seen if p.chunk == 1 and not p.chunk_done] == list(range(1, parts[0][0].tokens + 1))
+
+
+def test_long_text_keeps_every_request_small(speech, monkeypatch):
+    """The engine allocates per prompt + budget: a long text must never become one huge prompt."""
+    from vita_core.generate import Engine
+    from vita_core.tts import synthesize
+
+    sizes = []
+    new_state = Engine._new_state
+
+    def spy(self, prompt, max_new, *args):
+        sizes.append(len(prompt) + max_new)
+        return new_state(self, prompt, max_new, *args)
+
+    monkeypatch.setattr(Engine, "_new_state", spy)
+    text = " ".join(f"Sentence number {n} says a few words." for n in range(120))  # ~4,500 characters
+    result = synthesize(speech, text, lambda pcm: None, max_new_tokens=2)
+    assert result.chunks == len(sizes) > 10
+    assert max(sizes) < 120  # 64 text tokens + the task prompt + 2; one prompt of all the text was ~4,500
+
+
+def test_prompt_longer_than_the_context_is_one_line(speech, monkeypatch):
+    from vita_core.generate import generate_ids
+
+    monkeypatch.setattr(speech.model.config, "max_position_embeddings", 40)
+    with pytest.raises(InputError, match=r"^the prompt is 50 tokens, more than the model's context of 40 positions "
+                                         r"\(max_position_embeddings\); shorten the text, audio or history$"):
+        generate_ids(speech.engine, list(range(50)), max_new_tokens=4)
+    done = generate_ids(speech.engine, list(range(30)), max_new_tokens=10**9, stop_ids=())  # no 10**9 allocation
+    assert len(done.tokens) == 10 and done.stop_reason == "length"
+
+
+def test_long_text_file_becomes_one_wav(base_args, tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text(" ".join(f"This is sentence {n} of a long text file." for n in range(24)), encoding="utf-8")
+    out = tmp_path / "book.wav"
+    r = run(["--text-file", str(text), "--out", str(out), "--json", *base_args])
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.stdout)
+    assert meta["chunks"] >= 3
+    assert sf.info(str(out)).frames == meta["samples"] == meta["num_codes"] * speech_fakes.SAMPLES_PER_CODE
+    r = run(["--text-file", str(text), "--out", str(out), *base_args])  # not a terminal: a line per chunk
+    assert [line for line in r.stderr.splitlines() if line.startswith("chunk ")][-1].startswith(
+        f"chunk {meta['chunks']}/{meta['chunks']}: ")

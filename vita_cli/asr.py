@@ -38,16 +38,20 @@ def asr(
 
     Example: vita asr recordings/ "*.flac" --output-format srt --output-dir subs/
     """
-    from vita_core.asr import collect_inputs, output_stems, parse_formats, transcribe, transcribe_files, write_outputs
+    from vita_core.asr import (check_budget, collect_inputs, output_stems, parse_formats, transcribe, transcribe_files,
+                               write_outputs)
     from vita_core.errors import InputError
-    from vita_core.speech import load_speech_model, read_audio
+    from vita_core.speech import check_generation_flags, check_language_flag, load_speech_model, read_audio
 
     formats = parse_formats(output_format)
+    check_budget(max_new_tokens)
     from_stdin = inputs == ["-"]
     if "-" in inputs and not from_stdin:
         raise InputError("- (stdin) must be the only input")
     files = [] if from_stdin else collect_inputs(inputs)
     output_stems(files)
+    check_generation_flags(device=device, dtype=dtype)
+    check_language_flag(model, language)
     speech = load_speech_model(model, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype,
                                need_encoder=True, progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
     speech.check_language(language)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from vita_cli.common import console, err_console, handle_errors
 from vita_cli.main import app
+
+if TYPE_CHECKING:
+    from vita_core.bench import BenchResult
 
 
 @app.command()
@@ -51,26 +55,56 @@ def bench(
     from vita_core.tokens import layout_from_tokenizer, load_tokenizer
 
     tokens = layout_from_tokenizer(load_tokenizer(tokenizer)) if tokenizer is not None else None
-    result = bench_modes(
-        preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
-        repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
-        layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
-        tokens=tokens,
-    )
+    finished: list[BenchResult] = []
+
+    def on_mode(so_far: BenchResult) -> None:
+        finished[:] = [so_far]
+        m = so_far.modes[-1]
+        if not as_json:
+            err_console.print(f"{m.mode}: {m.tokens_per_s:.1f} tokens/s ({m.speedup:.2f}x), {m.backbone_forwards} "
+                              f"backbone + {m.mtp_forwards} MCTP forwards", highlight=False)
+
+    try:
+        result = bench_modes(
+            preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
+            repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
+            layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
+            on_mode=on_mode, tokens=tokens,
+        )
+    except KeyboardInterrupt:
+        if finished:  # Ctrl-C: what was measured is still worth showing
+            _print_modes(finished[0], preset, dtype, prompt_tokens, new_tokens, repeats, as_json, partial=True)
+        raise
+    _print_modes(result, preset, dtype, prompt_tokens, new_tokens, repeats, as_json)
+
+
+SPEED_COLUMNS = ("mode", "tokens/s", "range", "speedup", "first audio block")
+FORWARD_COLUMNS = ("mode", "backbone fwd", "MCTP fwd", "ms/backbone", "ms/catch-up", "ms/MCTP")
+WIDE = 130  # below this many columns the one table would squeeze its cells: two narrower tables instead
+
+
+def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: int, new_tokens: int, repeats: int,
+                 as_json: bool, partial: bool = False) -> None:
+    """The modes measured so far: JSON, one table on a wide terminal, or a speed and a forwards table."""
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({**result.to_dict(), "interrupted": partial}, indent=2))
         return
-    table = Table(title=f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, "
-                        f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}")
-    for col in ("mode", "tokens/s", "range", "backbone fwd", "MCTP fwd", "speedup", "first audio block",
-                "ms/backbone", "ms/catch-up", "ms/MCTP"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
-    for m in result.modes:
-        table.add_row(m.mode, f"{m.tokens_per_s:.1f}", f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}",
-                      str(m.backbone_forwards), str(m.mtp_forwards), f"{m.speedup:.2f}x",
-                      f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.backbone_catchup_ms:.1f}",
-                      f"{m.mtp_forward_ms:.1f}")
-    console.print(table)
+    title = (f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, {prompt_tokens}-token "
+             f"prompt, {new_tokens} new tokens, median of {repeats}" + (" (interrupted)" if partial else ""))
+    cells = [{
+        "mode": m.mode, "tokens/s": f"{m.tokens_per_s:.1f}",
+        "range": f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}", "backbone fwd": str(m.backbone_forwards),
+        "MCTP fwd": str(m.mtp_forwards), "speedup": f"{m.speedup:.2f}x",
+        "first audio block": f"{m.first_audio_block_ms:.0f} ms", "ms/backbone": f"{m.backbone_forward_ms:.1f}",
+        "ms/catch-up": f"{m.backbone_catchup_ms:.1f}", "ms/MCTP": f"{m.mtp_forward_ms:.1f}"} for m in result.modes]
+    layouts = [SPEED_COLUMNS + FORWARD_COLUMNS[1:]] if console.width >= WIDE else [SPEED_COLUMNS, FORWARD_COLUMNS]
+    for n, columns in enumerate(layouts):
+        table = Table(title=title if n == 0 else None)
+        for col in columns:
+            table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+        for row in cells:
+            table.add_row(*(row[col] for col in columns))
+        console.print(table)
 
 
 def _bench_decoder(decoder: str, chunks: int, device: str, dtype: str, seed: int, as_json: bool) -> None:

@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vita_cli import speech_options as opt
-from vita_cli.common import console, err_console, handle_errors
+from vita_cli.common import console, err_console, handle_errors, plural
 from vita_cli.main import app
 
 COLUMNS = ("turn", "heard", "encoded", "1st text", "1st audio", "1st sound", "lag", "answer")
@@ -114,13 +114,20 @@ def chat(
     from vita_core.chat import devices
     from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, ChatSession
     from vita_core.errors import InputError
-    from vita_core.speech import load_speech_model
+    from vita_core.chat.vad import check_vad
+    from vita_core.speech import check_generation_flags, load_speech_model
 
     if list_devices:
+        found = devices.list_devices()
+        if not found:
+            console.print("no audio devices found: PortAudio sees no sound card (check ALSA/PulseAudio, or that "
+                          "this container has /dev/snd); --input-wav runs a scripted conversation without one",
+                          highlight=False, soft_wrap=True)
+            return
         table = Table(title="audio devices")
         for col in ("index", "name", "inputs", "outputs", "default rate"):
             table.add_column(col)
-        for d in devices.list_devices():
+        for d in found:
             table.add_row(str(d["index"]), d["name"], str(d["inputs"]), str(d["outputs"]),
                           f"{d['default_samplerate']:.0f}")
         console.print(table)
@@ -133,6 +140,9 @@ def chat(
         raise InputError("use either --input-wav or --input-device, not both")
     if input_wav is not None and not input_wav.is_file():
         raise InputError(f"--input-wav {input_wav} does not exist")
+    if not push_to_talk:
+        check_vad(vad_threshold, min_silence_ms)
+    check_generation_flags(mode, max_new_tokens, temperature, top_k, top_p, repetition_penalty, device, dtype)
     panel = Panel()
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=True, need_decoder=True, progress=opt.progress(False),
@@ -167,4 +177,9 @@ def chat(
     finally:
         source.close()
         sink.close()
-    err_console.print(f"{len(turns)} turns" + (f", log in {log}" if log else ""))
+    summary = plural(len(turns), "turn") + (f", log in {log}" if log else "")
+    if not turns:
+        heard = f"in {input_wav}" if input_wav is not None else "from the microphone"
+        summary += (f": no speech was heard {heard}; check that it holds speech at a normal level, or lower "
+                    f"--vad-threshold (now {vad_threshold})")
+    err_console.print(summary, highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from rich.console import Console
 from vita_core.errors import VitaError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, log_path=False)  # log lines: time and message, no source file:line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,3 +37,8 @@ def handle_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 turn', '2 turns' (or `many` for irregular plurals)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

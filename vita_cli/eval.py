@@ -16,6 +16,7 @@ from vita_cli.eval_model import (
     EvalMaxTokensOpt,
     ModesOpt,
     answer_questions,
+    check_before_loading,
     load_vita,
     model_modes,
     progress_bar,
@@ -25,7 +26,15 @@ from vita_cli.eval_model import (
 from vita_core.errors import InputError
 from vita_core.ranks import process_group
 
-app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", no_args_is_help=True)
+app = typer.Typer(help="Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy.", rich_markup_mode=None)
+
+
+@app.callback(invoke_without_command=True)
+def _group(ctx: typer.Context) -> None:
+    """Evaluate: Seed-TTS WER/CER, ASR WER, spoken-QA accuracy."""
+    if ctx.invoked_subcommand is None:  # a bare `vita eval` asks for help, as a bare `vita` does
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 LangOpt = typer.Option("en", "--lang", help="en or zh")
 MissingOpt = typer.Option(
@@ -222,6 +231,7 @@ def asr(
     elif model is not None:
         from vita_core.eval.model_runs import ModelTranscriber
 
+        check_before_loading(model, [], None, 1, device, dtype)
         with process_group() as ranks:  # under torchrun: each rank transcribes its share, rank 0 scores
             speech = load_vita(model, tokenizer_dir, None, ranks.device(device), dtype, encoder=True, decoder=False)
             with rank_progress(ranks) as progress:

@@ -23,7 +23,18 @@ EvalMaxTokensOpt = typer.Option(1024, "--max-new-tokens", min=1, help="with --mo
 
 @contextmanager
 def progress_bar() -> Iterator:
-    """A Rich progress bar (on stderr, only on a terminal) driven by progress(label, done, total)."""
+    """progress(label, done, total) on stderr: a Rich bar on a terminal, else one line per finished item
+    (a log or a CI job sees the run advance instead of nothing for half an hour)."""
+    if not err_console.is_terminal:
+        last: dict[str, int] = {}
+
+        def line(label: str, done: int, total: int) -> None:
+            if done and last.get(label) != done:
+                last[label] = done
+                err_console.print(f"{label}: {done}/{total}", highlight=False, soft_wrap=True)
+
+        yield line
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -31,7 +42,6 @@ def progress_bar() -> Iterator:
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -49,6 +59,17 @@ def load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, 
 
     return load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, need_encoder=encoder,
                              need_decoder=decoder, progress=opt.progress(False))
+
+
+def check_before_loading(model: Path, modes: list[str], out_dir: Path | None, max_new_tokens: int, device: str,
+                         dtype: str, **extra: object) -> None:
+    """What can fail without the model, checked before the slow load: device, dtype, budget, the output folders."""
+    from vita_core.eval.model_runs import check_folder, planned_settings
+    from vita_core.speech import check_generation_flags
+
+    check_generation_flags(max_new_tokens=max_new_tokens, device=device, dtype=dtype)
+    for mode in modes if out_dir is not None else []:
+        check_folder(out_dir / mode, planned_settings(model, mode, max_new_tokens, **extra))
 
 
 def model_modes(model: Optional[Path], modes: Optional[str], exclusive: dict[str, object]) -> list[str]:
@@ -80,6 +101,7 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
     voice_prompt = voice_prompt and any(i.prompt_wav is not None for i in items)
     if voice_prompt:
         check_prompt_wavs(items)
+    check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype, voice_prompt=voice_prompt)
     speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=voice_prompt,
                        decoder=True)
     settings = {out_dir / m: run_settings(speech, m, max_new_tokens, voice_prompt=voice_prompt) for m in modes}
@@ -108,6 +130,7 @@ def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, 
     from vita_core.eval.model_runs import claim_folders, run_settings, spoken_answerer
     from vita_core.eval.sqa_bench import answer_all
 
+    check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype)
     speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=True, decoder=True)
     claim_folders({out_dir / m: run_settings(speech, m, max_new_tokens) for m in modes}, ranks)
     with rank_progress(ranks) as progress:

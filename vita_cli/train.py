@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from vita_cli.common import console, handle_errors
+from vita_cli.common import console, handle_errors, plural
 from vita_cli.main import app
 
 
@@ -62,10 +62,10 @@ def train(
         if kind == "start":
             live.start()
             bar.update(task, total=payload["total"], completed=payload["start"])
-            console.print(f"stage {payload['stage']} ({payload['name']}): {payload['num_mtp']} MCTP modules, "
-                          f"{payload['trainable'] / 1e6:.2f}M trainable parameters, {payload['processes']} "
-                          f"process(es), global batch {payload['global_batch']}, steps {payload['start']}->"
-                          f"{payload['total']}")
+            console.print(f"stage {payload['stage']} ({payload['name']}): "
+                          f"{plural(payload['num_mtp'], 'MCTP module')}, {payload['trainable'] / 1e6:.2f}M trainable "
+                          f"parameters, {plural(payload['processes'], 'process', 'processes')}, global batch "
+                          f"{payload['global_batch']}, steps {payload['start']}->{payload['total']}")
         elif kind == "step":
             main = "" if payload.main_loss is None else f"  main {payload.main_loss:.3f} top-1 {payload.main_acc:.1%}"
             bar.update(task, completed=payload.step, description=f"loss {payload.loss:.3f}  lr {payload.lr:.2e}{main}")

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vita_cli import speech_options as opt
 from vita_cli.common import console, err_console, handle_errors
 from vita_cli.main import app
+
+if TYPE_CHECKING:
+    from vita_core.tts import TtsProgress
 
 
 def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
@@ -32,14 +37,54 @@ def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
     return text
 
 
+def _check_format(out: str, fmt: Optional[str]) -> None:
+    """--format for --out: a stream's wav or pcm; a file's format is its name's, so another one is refused."""
+    from vita_core.errors import InputError
+
+    if out == "-" or fmt is None:
+        return
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if fmt != suffix:
+        fix = "raw pcm streams to --out -" if fmt == "pcm" else "drop --format or rename the file"
+        raise InputError(f"--format {fmt}: --out {out} is a file, whose format comes from its name (.wav or .flac); "
+                         + fix)
+
+
+@contextmanager
+def progress_display(enabled: bool) -> Iterator[Optional[Callable[[TtsProgress], None]]]:
+    """Progress of one synthesis on stderr: a live bar on a terminal, a line per finished chunk otherwise."""
+    if not enabled:
+        yield None
+        return
+    if not err_console.is_terminal:
+        def line(p: TtsProgress) -> None:
+            if p.chunk_done and p.chunks > 1:
+                err_console.print(f"chunk {p.chunk}/{p.chunks}: {p.audio_seconds:.1f} s of audio so far",
+                                  highlight=False)
+
+        yield line
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                  TextColumn("{task.fields[audio]}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("generating", total=None, audio="")
+
+        def update(p: TtsProgress) -> None:
+            label = f"chunk {p.chunk}/{p.chunks}" if p.chunks > 1 else "generating"
+            bar.update(task, description=label, completed=p.tokens, total=p.max_new_tokens,
+                       audio=f"{p.audio_seconds:.1f} s of audio")
+
+        yield update
+
+
 @app.command()
 @handle_errors
 def tts(
     text: Optional[str] = typer.Argument(None, help="Text to speak; - reads stdin."),
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="Read the text from a file."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="x.wav or x.flac, or - to stream to stdout."),
-    fmt: str = typer.Option("wav", "--format", help="Stream format with --out -: wav or pcm (16-bit mono); "
-                                                    "file format with --batch: wav or flac."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="With --out -: wav or pcm (16-bit mono) [default: "
+                                      "wav]; with --batch: wav or flac [default: wav]; a file's comes from its name."),
     play: bool = typer.Option(False, "--play", help="Play through the speaker while generating."),
     output_device: Optional[str] = typer.Option(None, "--output-device", help="Speaker for --play (index or name)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="A file of lines: one audio file per line."),
@@ -69,28 +114,37 @@ def tts(
     """
     from vita_core.errors import InputError
     from vita_core.sinks import FileSink, StreamSink, check_target
-    from vita_core.speech import load_speech_model
+    from vita_core.speech import check_generation_flags, load_speech_model
     from vita_core.tts import read_lines, synthesize, voice_prompt
 
+    # every check that needs no model comes first: a typo must not cost the 15-25 s of loading
     if batch is not None:
         if text is not None or text_file is not None or out is not None:
             raise InputError("--batch takes its text from the file and writes to --out-dir; drop TEXT/--out")
         if out_dir is None:
             raise InputError("--batch needs --out-dir DIR")
+        fmt = fmt or "wav"
         if fmt not in ("wav", "flac"):
             raise InputError(f"--format {fmt!r}: --batch writes wav or flac files")
         texts = read_lines(batch)
     else:
-        texts = [_read_text(text, text_file)]
+        texts = [(0, _read_text(text, text_file))]
         if out is None and not play:
             raise InputError("say where the audio goes: --out x.wav, --out - for stdout, or --play")
         if out is not None:
-            check_target(out, fmt)
+            _check_format(out, fmt)
+            check_target(out, fmt or "wav")
+        elif fmt is not None:
+            raise InputError(f"--format {fmt}: it says how --out - or --batch files are written; --play needs none")
+    if prompt_wav is not None and not prompt_wav.is_file():
+        raise InputError(f"--prompt-wav {prompt_wav} does not exist")
+    check_generation_flags(mode, max_new_tokens, temperature, top_k, top_p, repetition_penalty, device, dtype)
     to_stdout = out == "-"
+    quiet = as_json or to_stdout
     report = err_console if to_stdout else console
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=prompt_wav is not None, need_decoder=True,
-                               progress=opt.progress(as_json or to_stdout), sensevoice_dir=sensevoice_dir)
+                               progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
     sampling = opt.sampling(speech.sampling, temperature, top_k, top_p, repetition_penalty, seed)
     voice = voice_prompt(speech, prompt_wav) if prompt_wav is not None else None
     rate = int(speech.decoder.sample_rate)
@@ -103,11 +157,11 @@ def tts(
     if batch is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for i, line in enumerate(texts):
+    for number, line in texts:
         if batch is not None:
-            sink = FileSink(out_dir / f"{i + 1:04d}.{fmt}", rate)
+            sink = FileSink(out_dir / f"{number:04d}.{fmt}", rate)  # named by line number: blank lines count
         elif to_stdout:
-            sink = StreamSink(sys.stdout.buffer, rate, fmt)
+            sink = StreamSink(sys.stdout.buffer, rate, fmt or "wav")
         else:
             sink = FileSink(out, rate) if out is not None else None
 
@@ -118,8 +172,9 @@ def tts(
                 speaker.write(pcm)
 
         try:
-            result = synthesize(speech, line, on_audio, voice=voice, sampling=sampling,
-                                max_new_tokens=max_new_tokens)
+            with progress_display(not quiet) as on_progress:
+                result = synthesize(speech, line, on_audio, voice=voice, sampling=sampling,
+                                    max_new_tokens=max_new_tokens, on_progress=on_progress)
         except BaseException:
             if sink is not None:
                 sink.abort()
@@ -129,6 +184,7 @@ def tts(
         info = result.to_dict()
         if batch is not None:
             info["file"] = str(sink.path)
+            info["line"] = number
         elif out is not None and not to_stdout:
             info["file"] = out
         results.append(info)
@@ -136,7 +192,8 @@ def tts(
             where = info.get("file", "stdout" if to_stdout else "speaker")
             first = f"{result.first_audio_ms:.0f} ms" if result.first_audio_ms is not None else "none"
             rtf = f"{result.real_time_factor:.2f}" if result.real_time_factor is not None else "-"
-            report.print(f"{where}: {result.audio_seconds:.2f} s of audio from {result.num_codes} codes, "
+            spoken = f" in {result.chunks} chunks" if result.chunks > 1 else ""
+            report.print(f"{where}: {result.audio_seconds:.2f} s of audio from {result.num_codes} codes{spoken}, "
                          f"first audio {first}, RTF {rtf}, {result.tokens_per_s:.1f} tokens/s, "
                          f"{result.backbone_forwards} backbone forwards ({result.mode})", highlight=False)
     if speaker is not None:

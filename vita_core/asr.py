@@ -74,6 +74,13 @@ def asr_prompt(speech: SpeechModel, audio: AudioCodes | AudioContext) -> list[in
     return speech.chat.encode([Message("user", [ASR_TASK, audio])])
 
 
+def check_budget(max_new_tokens: int | None) -> None:
+    """A given token budget must allow at least one token (None means the per-duration default)."""
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens} must be at least 1 "
+                         "(leave it out for 10 tokens per second of audio + 20)")
+
+
 def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str = "",
                max_new_tokens: int | None = None, language: str = "auto") -> Transcript:
     """One recording -> text. The token budget defaults to 10 tokens per second of audio plus 20.
@@ -82,12 +89,13 @@ def transcribe(speech: SpeechModel, wav: np.ndarray, sample_rate: int, name: str
     """
     from vita_core.generate import Sampling, generate_ids
 
+    check_budget(max_new_tokens)
     if wav.size == 0:
         raise InputError(f"{name or 'the audio'} holds no samples")
     start = time.perf_counter()
     duration = wav.size / sample_rate
     audio = speech.audio_part(wav, sample_rate, name or "the audio", language)
-    budget = max_new_tokens or int(10 * duration) + 20
+    budget = max_new_tokens if max_new_tokens is not None else int(10 * duration) + 20
     prompt = asr_prompt(speech, audio)
     done = generate_ids(speech.engine, prompt, mode="vanilla", layout=speech.text_layout(), sampling=Sampling(),
                         max_new_tokens=budget, prompt_embeds=speech.prompt_embeds(prompt, [audio]))
@@ -166,6 +174,7 @@ def transcribe_files(speech: SpeechModel, files: Sequence[Path], out_dir: Path, 
     from vita_core.speech import read_audio
 
     speech.check_language(language)
+    check_budget(max_new_tokens)
     rate = speech.input_rate
     failures = 0
     for path, stem in zip(files, output_stems(files)):

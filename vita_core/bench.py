@@ -104,11 +104,14 @@ def bench_modes(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     tokens: TokenLayout | None = None,
+    on_mode: Callable[[BenchResult], None] | None = None,
 ) -> BenchResult:
-    """Measure every mode on one random-init model; vanilla is always measured for the ratios.
+    """Measure every mode on one random-init model; vanilla is always measured (first) for the ratios.
 
     `tokens` (a tokenizer's layout, e.g. vita-mini's) sizes the vocabulary and the audio codes the
     engine writes; without it the released layout (168072 ids, 16384 codes) is used.
+    `on_mode(result)` is called as each mode finishes, with the modes measured so far (speedups
+    included), so a caller can show results as they come and keep them if the run is stopped.
     """
     if new_tokens < 16:
         raise InputError(f"--new-tokens {new_tokens} is too small to measure; use at least 16")
@@ -150,8 +153,7 @@ def bench_modes(
             backbone_catchup_ms=1000 * statistics.median(per_c) if per_c else 0.0,
             mtp_forward_ms=1000 * statistics.median(per_m) if per_m else 0.0,
         ))
-    base = result.modes[0].tokens_per_s
-    for m in result.modes:
-        m.speedup = m.tokens_per_s / base
-    result.modes = [m for m in result.modes if m.mode in modes or m.mode == "vanilla"]
+        result.modes[-1].speedup = result.modes[-1].tokens_per_s / result.modes[0].tokens_per_s
+        if on_mode is not None:
+            on_mode(result)
     return result

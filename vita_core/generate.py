@@ -233,6 +233,8 @@ class Engine:
         """Yield TokenEvent/ForwardEvent as they happen, AudioBlockEvent per block, DoneEvent last.
 
         `stop_ids=()` never stops early (benchmarks); by default <|im_end|> and <|endoftext|> stop.
+        A prompt that fills the model's context (max_position_embeddings) is refused in one line, and the
+        budget is cut so that prompt + new tokens fit in it (the run then ends with stop_reason "length").
         `prompt_embeds` [len(prompt), H] replaces the backbone's input embeddings of the prompt (a Plus
         checkpoint's audio features); the MCTP modules read the prompt's token embeddings regardless.
         """
@@ -240,6 +242,13 @@ class Engine:
             raise InputError("the prompt is empty")
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens {max_new_tokens} must be at least 1")
+        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        if context:
+            if len(prompt) >= context:
+                raise InputError(f"the prompt is {len(prompt)} tokens, more than the model's context of {context} "
+                                 "positions (max_position_embeddings); shorten the text, audio or history")
+            # the state is allocated for prompt + budget: never past the context, however large the budget
+            max_new_tokens = min(max_new_tokens, context - len(prompt))
         mode = mode if isinstance(mode, Mode) else get_mode(mode)
         layout = layout or Layout(None)
         stops = set(self.tokens.stop_ids if stop_ids is None else stop_ids)

@@ -47,6 +47,20 @@ WHAT = {
 }
 
 
+NO_LANGUAGE = ("--language {language}: GLM-4-Voice speech codes carry no language hint, only VITA-Audio-Plus "
+               "checkpoints (SenseVoice input) take one; leave it at auto")
+
+
+def check_language_flag(model: str | Path | None, language: str) -> None:
+    """A language hint for a checkpoint that takes none fails from its config.json, before anything loads."""
+    if language == "auto":
+        return
+    from vita_core.model.checkpoint import is_plus, read_config
+
+    if not is_plus(read_config(resolve_folder("model", model))):
+        raise InputError(NO_LANGUAGE.format(language=language))
+
+
 def config_file() -> Path | None:
     """The user's config file, if any: $XDG_CONFIG_HOME/vita/config.toml|yaml (default ~/.config)."""
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "vita"
@@ -213,8 +227,7 @@ class SpeechModel:
         if language == "auto":
             return
         if self.plus_audio is None:
-            raise InputError(f"--language {language}: GLM-4-Voice speech codes carry no language hint, only "
-                             "VITA-Audio-Plus checkpoints (SenseVoice input) take one; leave it at auto")
+            raise InputError(NO_LANGUAGE.format(language=language))
         if language not in self.plus_audio.encoder.languages:
             raise InputError(f"--language {language}: SenseVoice knows {', '.join(self.plus_audio.encoder.languages)}")
 
@@ -333,3 +346,24 @@ def load_speech_model(
         engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),
         ratio=ratio, sampling=sampling, encoder=encoder, decoder=decoder, device=device, plus_audio=plus_audio,
     )
+
+
+def check_generation_flags(mode: str | Sequence[int] | None = None, max_new_tokens: int = 1024,
+                           temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                           repetition_penalty: float | None = None, device: str = "auto",
+                           dtype: str = "auto") -> None:
+    """Check what a request's flags can get wrong without the model, so a typo fails before the slow load.
+
+    Sampling flags are checked as given (each is laid over the checkpoint's valid defaults later).
+    """
+    from vita_core.bench import resolve_device
+    from vita_core.generate import Sampling
+    from vita_core.schedule import get_mode
+
+    resolve_dtype(dtype, resolve_device(device))
+    if mode is not None:
+        get_mode(mode)
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens} must be at least 1")
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty}
+    Sampling(**{k: v for k, v in given.items() if v is not None})

@@ -37,13 +37,20 @@ class Utterance:
 Segment = SpeechStart | Utterance | None
 
 
+def check_vad(threshold: float, min_silence_ms: int) -> None:
+    """The VAD flags, checked before anything slow loads."""
+    if not 0 < threshold < 1:
+        raise InputError(f"--vad-threshold {threshold} must be between 0 and 1")
+    if min_silence_ms < 1:
+        raise InputError(f"--min-silence-ms {min_silence_ms} must be at least 1")
+
+
 class SileroSegmenter:
     """silero-vad (weights ship inside the pip package) through its streaming VADIterator."""
 
     def __init__(self, threshold: float = 0.5, min_silence_ms: int = 600, speech_pad_ms: int = 100,
                  min_speech_ms: int = 250) -> None:
-        if not 0 < threshold < 1:
-            raise InputError(f"--vad-threshold {threshold} must be between 0 and 1")
+        check_vad(threshold, min_silence_ms)
         from silero_vad import VADIterator, load_silero_vad
 
         self._vad = VADIterator(load_silero_vad(), threshold=threshold, sampling_rate=RATE,

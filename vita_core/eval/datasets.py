@@ -84,13 +84,25 @@ def _check_unique(ids: list[str], path: Path) -> None:
         seen.add(item_id)
 
 
+PAIRS_HEADER = ({"id", "utt", "utt_id", "uttid", "key", "name"}, {"reference", "ref", "text", "truth"},
+                {"hypothesis", "hyp", "prediction", "pred", "asr"})
+
+
+def is_pairs_header(fields: list[str]) -> bool:
+    """Whether a first row names the columns (id, reference, hypothesis) rather than holding an utterance."""
+    return len(fields) == 3 and all(f.strip().lower() in names for f, names in zip(fields, PAIRS_HEADER))
+
+
 def read_pairs_tsv(path: Path) -> list[Pair]:
-    """`id<TAB>reference<TAB>hypothesis` per line (an empty hypothesis is allowed: `id<TAB>ref<TAB>`)."""
+    """`id<TAB>reference<TAB>hypothesis` per line (an empty hypothesis is allowed: `id<TAB>ref<TAB>`);
+    a first line naming the columns (`id<TAB>reference<TAB>hypothesis`, `utt<TAB>ref<TAB>hyp`, ...) is skipped."""
     pairs = []
     for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         fields = line.split("\t")
+        if not pairs and is_pairs_header(fields):
+            continue
         if len(fields) != 3:
             raise InputError(
                 f"{path}:{n}: expected 3 tab-separated fields id, reference, hypothesis; got {len(fields)}"

@@ -55,7 +55,21 @@ def in_mode(speech: SpeechModel, mode: str) -> SpeechModel:
 
 def run_settings(speech: SpeechModel, mode: str, max_new_tokens: int, **extra: object) -> dict:
     """What decides a folder's outputs: checkpoint, mode, sampling, token budget (and the caller's extras)."""
-    return {"model": str(Path(speech.folder).resolve()), "mode": mode, "sampling": asdict(speech.sampling),
+    return _settings(speech.folder, speech.sampling, mode, max_new_tokens, **extra)
+
+
+def planned_settings(model: str | Path | None, mode: str, max_new_tokens: int, **extra: object) -> dict:
+    """`run_settings` of a checkpoint folder before it is loaded (its sampling from generation_config.json),
+    so a folder of other settings fails before the slow load."""
+    from vita_core.speech import checkpoint_defaults, read_generation_config, resolve_folder
+
+    folder = resolve_folder("model", model)
+    sampling = checkpoint_defaults(read_generation_config(folder), 0)[2]  # sampling does not depend on N
+    return _settings(folder, sampling, mode, max_new_tokens, **extra)
+
+
+def _settings(folder: Path, sampling: Sampling, mode: str, max_new_tokens: int, **extra: object) -> dict:
+    return {"model": str(Path(folder).resolve()), "mode": mode, "sampling": asdict(sampling),
             "max_new_tokens": max_new_tokens, **extra}
 
 
@@ -65,9 +79,8 @@ def utterance_sampling(sampling: Sampling, key: str) -> Sampling:
     return replace(sampling, seed=int.from_bytes(digest[:8], "little") >> 1)
 
 
-def claim_folder(folder: Path, settings: dict) -> None:
-    """Record `settings` in `folder`, or check they equal the ones its outputs were made with, so a resumed
-    run never mixes outputs of another checkpoint or mode into one score."""
+def check_folder(folder: Path, settings: dict) -> None:
+    """Fail if `folder` holds outputs of other settings or files vita did not make (it writes nothing)."""
     folder, path = Path(folder), Path(folder) / RUN_FILE
     if path.is_file():
         try:
@@ -78,11 +91,18 @@ def claim_folder(folder: Path, settings: dict) -> None:
             changed = sorted(k for k in settings if not isinstance(before, dict) or before.get(k) != settings[k])
             raise InputError(f"{folder} holds outputs made with other settings ({', '.join(changed) or 'unknown'}); "
                              "use another --out-dir or delete that folder")
-        return
-    if folder.is_dir() and any(folder.iterdir()):
+    elif folder.is_dir() and any(folder.iterdir()):
         raise InputError(f"{folder} already holds files not made by vita eval --model; "
                          "use another --out-dir or delete that folder")
-    write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def claim_folder(folder: Path, settings: dict) -> None:
+    """Record `settings` in `folder`, or check they equal the ones its outputs were made with, so a resumed
+    run never mixes outputs of another checkpoint or mode into one score."""
+    check_folder(folder, settings)
+    folder, path = Path(folder), Path(folder) / RUN_FILE
+    if not path.is_file():
+        write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def claim_folders(claims: dict[Path, dict], ranks: Ranks) -> None:
