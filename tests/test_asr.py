@@ -130,3 +130,14 @@ def test_real_glm4voice_encoder_end_to_end(clean_speech_env, recordings, tiny_ch
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "one.json").read_text())
     assert meta["num_codes"] == 13  # 1.0 s at 16 kHz: ceil(16000 / 1280) codes
+
+
+def test_full_disk_is_one_line_and_leaves_no_temp_file(codec_dirs, recordings, tiny_checkpoint_f32, full_disk):
+    enc, _ = codec_dirs
+    r = runner.invoke(app, ["asr", str(recordings / "one.wav"), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
+                            str(enc), "--device", "cpu", "--output-dir", str(full_disk.folder), "-f", "json",
+                            "--max-new-tokens", "4"])
+    assert r.exit_code == 1
+    out = full_disk.folder / "one.json"
+    assert r.stderr.splitlines()[-1] == f"error: cannot write {out}: no space left on device; free some space or write elsewhere"
+    assert list(full_disk.folder.iterdir()) == []

@@ -181,3 +181,13 @@ def test_missing_or_wrong_folders(codec_dirs, tmp_path, tokenizer_dir):
              "--device", "cpu"])
     assert r.exit_code == 1 and "has no config.json" in r.stderr
     assert not (tmp_path / "a.wav").exists()
+
+
+@pytest.mark.parametrize("left", [0, 3000])
+def test_full_disk_is_one_line_and_leaves_no_temp_file(base_args, full_disk, left):
+    full_disk.left = left
+    out = full_disk.folder / "x.wav"
+    r = run([TEXT, "--out", str(out), *base_args])
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == f"error: cannot write {out}: no space left on device; free some space or write elsewhere"
+    assert list(full_disk.folder.iterdir()) == []

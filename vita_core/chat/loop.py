@@ -82,17 +82,12 @@ class Conversation:
 
 
 def _save_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    import os
-    import tempfile
-
-    import soundfile as sf
-
+    from vita_core.audio import SoundWriter
     from vita_core.sinks import pcm16
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    sf.write(tmp, pcm16(audio), rate, subtype="PCM_16")
-    os.replace(tmp, path)
+    writer = SoundWriter(path, rate)
+    writer.write(pcm16(audio))
+    writer.close()
 
 
 class ChatSession:

@@ -8,13 +8,13 @@ written to a temporary name and renamed, so an interrupted run leaves no half-wr
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from vita_core.errors import InputError
+from vita_core.files import write_npy
 
 
 def file_digest(path: Path) -> str:
@@ -47,7 +47,4 @@ class CodeCache:
     def put(self, digest: str, codes: np.ndarray) -> None:
         path = self._path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, np.asarray(codes, dtype=np.int16))
-        os.replace(tmp, path)
+        write_npy(path, np.asarray(codes, dtype=np.int16))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 from transformers import Qwen2Config
 
 from vita_core.errors import CheckpointError, InputError
+from vita_core.files import disk_full, file_mode, is_disk_full, staging_folder, swap_folder
 from vita_core.model.modeling import VitaAudioForCausalLM
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "models"
@@ -233,8 +233,7 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = staging_folder(folder)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
@@ -243,6 +242,7 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
         for filename, names in split.filename_to_tensors.items():
             save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})
+            os.chmod(tmp / filename, file_mode(folder / filename))  # safetensors writes 0600
         if split.is_sharded:
             index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                      "weight_map": split.tensor_to_filename}
@@ -258,14 +258,10 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
             keep = [p for p in folder.iterdir() if not (tmp / p.name).exists() and not p.name.startswith("model")]
             for p in keep:  # tokenizer files etc. that live beside the weights stay
                 shutil.move(str(p), str(tmp / p.name))
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
-    except BaseException:
+        swap_folder(tmp, folder)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc, folder.parent):
+            raise disk_full(folder) from exc
         raise
     return folder
