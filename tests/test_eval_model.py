@@ -246,3 +246,14 @@ def test_asr_set_transcribed_by_the_model(tmp_path, tiny_checkpoint_f32, codec_d
     assert [row[-1] for row in rows] == [*expected, ""]
     r = runner.invoke(app, [*args, "--hyp", str(data / "text")])
     assert r.exit_code == 1 and "exactly one of --asr-model" in r.stderr
+
+
+def test_full_disk_is_one_line_and_leaves_no_temp_file(seed_args, calls, full_disk):
+    out = full_disk.folder / "out"
+    args = [a if a != seed_args[-1] else str(out) for a in seed_args]
+    full_disk.left = 20000
+    r = runner.invoke(app, [*args, "--modes", "boost"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {out}/")
+    assert r.stderr.strip().endswith(": no space left on device; free some space or write elsewhere")
+    assert {p.name for p in full_disk.folder.rglob(".*")} <= {".vita-run.json"}  # the run's settings, no temp file

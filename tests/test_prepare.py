@@ -13,7 +13,7 @@ from vita_core.data.importers import read_input
 from vita_core.data.prepare import gather, prepare
 from vita_core.data.prepared import PreparedSet
 from vita_core.data.tasks import Record, Skip
-from vita_core.errors import InputError
+from vita_core.errors import DiskFullError, InputError
 from vita_core.tokens import layout_from_tokenizer
 
 
@@ -237,3 +237,17 @@ def test_cli_prepare_and_errors(corpus, tokenizer_dir, monkeypatch):
     assert result.exit_code == 1 and "found no samples" in result.output
     result = runner.invoke(app, args + ["--task", "sing"])
     assert result.exit_code == 1 and "unknown task" in result.output
+
+
+@pytest.mark.parametrize("where", ["out", "cache"])
+def test_full_disk_is_one_error_no_temp_and_the_rerun_finishes(corpus, tokenizer, full_disk, where):
+    whole, _ = _run(corpus, tokenizer, corpus / "whole", corpus / "cache-whole")
+    out = full_disk.folder / "out" if where == "out" else corpus / "out"
+    cache = full_disk.folder / "cache" if where == "cache" else corpus / "cache"
+    full_disk.left = 3000 if where == "out" else 400
+    with pytest.raises(DiskFullError, match=r"cannot write .*: no space left on device; free some space"):
+        _run(corpus, tokenizer, out, cache)
+    assert not [p for p in full_disk.folder.rglob(".*")]  # no hidden temp files
+    full_disk.left = 10**9
+    resumed, _ = _run(corpus, tokenizer, out, cache)
+    assert _folder_bytes(out) == _folder_bytes(corpus / "whole") and resumed.to_json() == whole.to_json()
