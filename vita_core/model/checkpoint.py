@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -120,19 +120,30 @@ def is_plus(config: dict[str, Any]) -> bool:
     return config.get("model_type") == PLUS_MODEL_TYPE
 
 
-def read_state_dict(folder: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Every tensor of the folder's safetensors, or only those whose names start with `prefixes`."""
+def read_safetensors(path: Path, keep: Callable[[str], bool] = lambda name: True) -> dict[str, torch.Tensor]:
+    """The tensors of one .safetensors file whose names `keep` accepts; a corrupt or cut file is a CheckpointError.
+
+    Every safetensors read goes through here (model, Plus audio, speech tokenizer), so a
+    truncated download says so in one line instead of raising SafetensorError.
+    """
     from safetensors import safe_open
 
     state: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                if keep(name):
+                    state[name] = handle.get_tensor(name)
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise CheckpointError(f"cannot read {path}: {exc}; the file is corrupt or truncated, download it again") from None
+    return state
+
+
+def read_state_dict(folder: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors, or only those whose names start with `prefixes`."""
+    state: dict[str, torch.Tensor] = {}
     for f in _weight_files(Path(folder)):
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                for name in handle.keys():
-                    if prefixes is None or name.startswith(prefixes):
-                        state[name] = handle.get_tensor(name)
-        except Exception as exc:  # safetensors raises several types for a corrupt file
-            raise CheckpointError(f"cannot read {f}: {exc}; the file is corrupt or truncated") from None
+        state.update(read_safetensors(f, lambda name: prefixes is None or name.startswith(prefixes)))
     return state
 
 
