@@ -251,3 +251,28 @@ def test_full_disk_is_one_error_no_temp_and_the_rerun_finishes(corpus, tokenizer
     full_disk.left = 10**9
     resumed, _ = _run(corpus, tokenizer, out, cache)
     assert _folder_bytes(out) == _folder_bytes(corpus / "whole") and resumed.to_json() == whole.to_json()
+
+
+@pytest.mark.parametrize("keep", [20, -3])  # the header cut (numpy: "EOF"), or the codes
+def test_a_corrupt_cache_entry_is_re_encoded_and_reported(corpus, tokenizer_dir, monkeypatch, keep):
+    import vita_core.codec
+    from vita_cli.main import app
+
+    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name: StandInEncoder(), raising=False)
+    args = ["prepare", str(corpus / "list.txt"), "--task", "asr", "--model", str(tokenizer_dir), "--codec", "standin",
+            "--codec-dir", str(corpus), "--cache-dir", str(corpus / "cache"), "--max-seconds", "2"]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    assert runner.invoke(app, [*args, "--out", str(corpus / "first")]).exit_code == 0
+    entry = corpus / "cache" / "standin" / (d := file_digest(corpus / "audio" / "a1.wav"))[:2] / f"{d}.npy"
+    entry.write_bytes(entry.read_bytes()[:keep])  # cut short, as by a failing disk or copy
+    result = runner.invoke(app, [*args, "--out", str(corpus / "second")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("re-encoded")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"re-encoded {corpus / 'audio' / 'a1.wav'}: its cache entry {entry} was corrupt (")
+    report = json.loads((corpus / "second" / "report.json").read_text())
+    assert [(r["audio"], r["entry"]) for r in report["cache_repaired"]] == [(str(corpus / "audio" / "a1.wav"), str(entry))]
+    assert "audio  4 encoded" not in result.output and "1 encoded, 4 from cache" in result.output
+    first, second = PreparedSet(corpus / "first"), PreparedSet(corpus / "second")
+    assert [first.ids(r).tolist() for r in first.samples] == [second.ids(r).tolist() for r in second.samples]
+    assert np.load(entry).dtype == np.int16  # written again

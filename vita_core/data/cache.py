@@ -3,6 +3,8 @@
 Key: SHA-256 of the audio file's bytes, under a folder per codec, so a renamed or copied file
 is a hit and an edited one is a miss. Entries are .npy int16 arrays (codes < 16384),
 written to a temporary name and renamed, so an interrupted run leaves no half-written entry.
+An entry that cannot be read all the same (a disk error, a copy cut short) is removed and
+reported as `CorruptEntry`, so the caller encodes that file again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+class CorruptEntry(Exception):
+    """A cache entry that is not a readable int16 code array; it has been removed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 class CodeCache:
     """Codes of one codec, keyed by audio content."""
 
@@ -39,10 +49,18 @@ class CodeCache:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def get(self, digest: str) -> np.ndarray | None:
+        """The codes stored for `digest`, None if there are none; raises CorruptEntry for a bad entry."""
         path = self._path(digest)
         if not path.is_file():
             return None
-        return np.load(path).astype(np.int64)
+        try:
+            codes = np.load(path, allow_pickle=False)
+            if codes.dtype != np.int16 or codes.ndim != 1:
+                raise ValueError(f"holds {codes.dtype} {codes.shape}, not 1-D int16 codes")
+        except (ValueError, OSError, EOFError) as exc:  # numpy says "EOF" for a cut file
+            path.unlink(missing_ok=True)
+            raise CorruptEntry(path, str(exc)) from None
+        return codes.astype(np.int64)
 
     def put(self, digest: str, codes: np.ndarray) -> None:
         path = self._path(digest)
