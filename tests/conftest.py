@@ -122,3 +122,63 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(checkpoint, "load_model", refuse)
     yield calls
     assert not calls, "the model was loaded before the flags were checked"
+class _Filling:
+    """A file on a disk that fills up: a write past the bytes left raises OSError(ENOSPC), as the kernel does."""
+
+    def __init__(self, file, disk) -> None:
+        self._file, self._disk = file, disk
+
+    def write(self, data):
+        size = len(data.encode()) if isinstance(data, str) else memoryview(data).nbytes
+        if size > self._disk.left:
+            self._disk.left = 0
+            raise OSError(28, "No space left on device")
+        self._disk.left -= size
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+class FullDisk:
+    """`folder` sits on a disk with `left` bytes free (0 at first): files opened there for writing fill it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.left = folder, 0
+
+    def owns(self, file, mode: str) -> bool:
+        import os
+
+        if not isinstance(file, (str, os.PathLike)) or not any(c in mode for c in "wax+"):
+            return False
+        return Path(os.path.abspath(file)).is_relative_to(self.folder)
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch) -> FullDisk:
+    """ENOSPC injected at the write layer (builtins.open / io.open) for files under one folder.
+
+    A real full disk needs a mount the test machine may not allow; every vita writer opens its
+    temp file with open(), so this reaches the same code path. Writers that bypass Python file
+    objects (libsndfile by path, as before the fix) are not caught, so a test on them fails.
+    """
+    import builtins
+    import io
+
+    disk = FullDisk(tmp_path / "full")
+    disk.folder.mkdir()
+    real_open = builtins.open
+
+    def filling_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return _Filling(handle, disk) if disk.owns(file, mode) else handle
+
+    monkeypatch.setattr(builtins, "open", filling_open)
+    monkeypatch.setattr(io, "open", filling_open)
+    return disk

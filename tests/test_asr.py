@@ -144,3 +144,12 @@ def test_flag_errors_come_before_loading(codec_dirs, recordings, tiny_checkpoint
     r = runner.invoke(app, ["asr", *args, "--model", str(tiny_checkpoint_f32), "--device", "cpu"])
     assert r.exit_code == 1
     assert message in r.stderr.strip().splitlines()[-1]
+def test_full_disk_is_one_line_and_leaves_no_temp_file(codec_dirs, recordings, tiny_checkpoint_f32, full_disk):
+    enc, _ = codec_dirs
+    r = runner.invoke(app, ["asr", str(recordings / "one.wav"), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
+                            str(enc), "--device", "cpu", "--output-dir", str(full_disk.folder), "-f", "json",
+                            "--max-new-tokens", "4"])
+    assert r.exit_code == 1
+    out = full_disk.folder / "one.json"
+    assert r.stderr.splitlines()[-1] == f"error: cannot write {out}: no space left on device; free some space or write elsewhere"
+    assert list(full_disk.folder.iterdir()) == []

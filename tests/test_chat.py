@@ -266,3 +266,37 @@ def test_no_sound_card_is_explained(monkeypatch):
     r = runner.invoke(app, ["chat", "--list-devices"])
     assert r.exit_code == 0
     assert r.stdout.startswith("no audio devices found: PortAudio sees no sound card")
+class TwoUtterances:
+    """A source and segmenter in one: two utterances (different each session), then the input ends."""
+
+    def __init__(self, level):
+        self.level, self.reads, self.ended = level, 0, False
+
+    def read(self, timeout=None):
+        self.reads += 1
+        self.ended = self.reads > 2
+        return None if self.ended else np.full(512, self.level, dtype=np.float32)
+
+    def poll(self):
+        return None
+
+    def feed(self, frame):
+        return Utterance(np.full(8000 * self.reads, frame[0], dtype=np.float32), end_time=0.0)
+
+    def close(self):
+        pass
+
+
+def test_a_second_session_into_the_same_log_and_folder_keeps_the_first(speech, tmp_path):
+    log, saved = tmp_path / "turns.jsonl", tmp_path / "audio"
+    for level in (0.1, 0.2):
+        source = TwoUtterances(level)
+        ChatSession(speech, source, FileOutput(22050), source, max_new_tokens=8, log_path=log, save_audio=saved).run()
+        if level == 0.1:
+            first = {p.name: p.read_bytes() for p in saved.iterdir()}
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["session"], r["index"]) for r in rows] == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    assert sorted(p.name for p in saved.iterdir()) == [f"turn00{i}_{w}.wav" for i in (1, 2, 3, 4) for w in ("answer", "user")]
+    assert all((saved / name).read_bytes() == data for name, data in first.items())
+    for row, level in zip(rows, (0.1, 0.1, 0.2, 0.2)):
+        assert sf.read(row["files"]["user"], dtype="float32")[0][0] == pytest.approx(level, abs=1e-4)

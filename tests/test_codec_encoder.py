@@ -174,6 +174,16 @@ def test_checkpoint_mismatches_are_named(tiny_dir, tmp_path):
         load_encoder(tmp_path / "d")
 
 
+def test_truncated_weights_file_is_one_checkpoint_error(tiny_dir, tmp_path):
+    cut = _rewrite(tiny_dir, tmp_path / "cut", lambda s: None)
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])  # a download cut halfway
+    with pytest.raises(CheckpointError) as err:
+        load_encoder(cut)
+    assert str(err.value).startswith(f"cannot read {cut / 'model.safetensors'}: ")
+    assert str(err.value).endswith("; the file is corrupt or truncated, download it again")
+
+
 def test_registry_errors():
     with pytest.raises(CheckpointError, match="unknown encoder codec 'snac'"):
         load_encoder("/nonexistent", name="snac")

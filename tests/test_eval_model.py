@@ -332,3 +332,12 @@ def test_sqa_and_asr_folder_and_flag_errors_come_before_loading(tmp_path, tiny_c
     r = runner.invoke(app, ["eval", "asr", "--data", str(data), "--model", str(tiny_checkpoint_f32), "--tokenizer-dir",
                             str(enc), "--device", "cpu", "--dtype", "fp8"])
     assert r.exit_code == 1 and "--dtype 'fp8': choose auto" in r.stderr
+def test_full_disk_is_one_line_and_leaves_no_temp_file(seed_args, calls, full_disk):
+    out = full_disk.folder / "out"
+    args = [a if a != seed_args[-1] else str(out) for a in seed_args]
+    full_disk.left = 20000
+    r = runner.invoke(app, [*args, "--modes", "boost"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {out}/")
+    assert r.stderr.strip().endswith(": no space left on device; free some space or write elsewhere")
+    assert {p.name for p in full_disk.folder.rglob(".*")} <= {".vita-run.json"}  # the run's settings, no temp file

@@ -18,7 +18,7 @@ from vita_core.data.packed import PackedDataset, position_ids
 from vita_core.data.prepare import gather, prepare
 from vita_core.data.prepared import PreparedSet
 from vita_core.data.recipe import load_recipe, parse_recipe, select
-from vita_core.errors import InputError
+from vita_core.errors import DiskFullError, InputError
 from vita_core.schedule import BALANCE_RATIO, BOOST_RATIO, interleave
 from vita_core.tokens import layout_from_tokenizer
 
@@ -244,3 +244,26 @@ def test_cli_pack(tiny_root):
     bad.write_text(yaml.safe_dump({"sources": {"s": {"paths": ["prepared/tiny-text"], "ratio": -1}}}))
     result = runner.invoke(app, ["pack", str(bad), "--root", str(tiny_root), "--out", str(tiny_root / "x")])
     assert result.exit_code == 1 and "ratio must be a number >= 0" in result.output
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_overwrite_on_a_full_disk_keeps_the_old_complete_set(tiny_root, full_disk):
+    recipe = load_recipe(TINY, tiny_root)
+    out = full_disk.folder / "packed"
+    full_disk.left = 10**9
+    pack(recipe, out, seq_len=96, packs_per_shard=4, window=8)
+    before = _snapshot(out)
+    used = sum(len(b) for b in before.values())
+    full_disk.left = used // 3  # room for a few shards of the new set, not for all of them
+    with pytest.raises(DiskFullError) as err:
+        pack(recipe, out, seq_len=96, packs_per_shard=4, window=8, seed=7, overwrite=True)
+    assert str(err.value) == f"cannot write {out}: no space left on device; free some space or write elsewhere"
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in full_disk.folder.iterdir()) == ["packed"]  # no staging folder left
+    full_disk.left = 10**9
+    pack(recipe, out, seq_len=96, packs_per_shard=4, window=8, seed=7, overwrite=True)
+    assert _snapshot(out) != before and PackedDataset(out).manifest["seed"] == 7
+    assert sorted(p.name for p in full_disk.folder.iterdir()) == ["packed"]

@@ -13,7 +13,7 @@ from vita_core.data.importers import read_input
 from vita_core.data.prepare import gather, prepare
 from vita_core.data.prepared import PreparedSet
 from vita_core.data.tasks import Record, Skip
-from vita_core.errors import InputError
+from vita_core.errors import DiskFullError, InputError
 from vita_core.tokens import layout_from_tokenizer
 
 
@@ -298,3 +298,40 @@ def test_two_torchrun_processes_write_the_shards_of_one_and_resume(corpus, token
     resumed, _ = _run(corpus, tokenizer, corpus / "two", corpus / "cache", encoder=encoder, codec="glm4voice")
     assert resumed.encoded == 0 and resumed.to_json() == one  # every code came from the shared cache
     assert _folder_bytes(corpus / "two") == _folder_bytes(corpus / "one")
+@pytest.mark.parametrize("where", ["out", "cache"])
+def test_full_disk_is_one_error_no_temp_and_the_rerun_finishes(corpus, tokenizer, full_disk, where):
+    whole, _ = _run(corpus, tokenizer, corpus / "whole", corpus / "cache-whole")
+    out = full_disk.folder / "out" if where == "out" else corpus / "out"
+    cache = full_disk.folder / "cache" if where == "cache" else corpus / "cache"
+    full_disk.left = 3000 if where == "out" else 400
+    with pytest.raises(DiskFullError, match=r"cannot write .*: no space left on device; free some space"):
+        _run(corpus, tokenizer, out, cache)
+    assert not [p for p in full_disk.folder.rglob(".*")]  # no hidden temp files
+    full_disk.left = 10**9
+    resumed, _ = _run(corpus, tokenizer, out, cache)
+    assert _folder_bytes(out) == _folder_bytes(corpus / "whole") and resumed.to_json() == whole.to_json()
+
+
+@pytest.mark.parametrize("keep", [20, -3])  # the header cut (numpy: "EOF"), or the codes
+def test_a_corrupt_cache_entry_is_re_encoded_and_reported(corpus, tokenizer_dir, monkeypatch, keep):
+    import vita_core.codec
+    from vita_cli.main import app
+
+    monkeypatch.setattr(vita_core.codec, "load_encoder", lambda folder, name, device="cpu": StandInEncoder(), raising=False)
+    args = ["prepare", str(corpus / "list.txt"), "--task", "asr", "--model", str(tokenizer_dir), "--codec", "standin",
+            "--codec-dir", str(corpus), "--cache-dir", str(corpus / "cache"), "--max-seconds", "2"]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    assert runner.invoke(app, [*args, "--out", str(corpus / "first")]).exit_code == 0
+    entry = corpus / "cache" / "standin" / (d := file_digest(corpus / "audio" / "a1.wav"))[:2] / f"{d}.npy"
+    entry.write_bytes(entry.read_bytes()[:keep])  # cut short, as by a failing disk or copy
+    result = runner.invoke(app, [*args, "--out", str(corpus / "second")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("re-encoded")]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"re-encoded {corpus / 'audio' / 'a1.wav'}: its cache entry {entry} was corrupt (")
+    report = json.loads((corpus / "second" / "report.json").read_text())
+    assert [(r["audio"], r["entry"]) for r in report["cache_repaired"]] == [(str(corpus / "audio" / "a1.wav"), str(entry))]
+    assert "audio  4 encoded" not in result.output and "1 encoded, 4 from cache" in result.output
+    first, second = PreparedSet(corpus / "first"), PreparedSet(corpus / "second")
+    assert [first.ids(r).tolist() for r in first.samples] == [second.ids(r).tolist() for r in second.samples]
+    assert np.load(entry).dtype == np.int16  # written again

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from trainkit import SyntheticPacked, save_random, tiny_spec
 from vita_cli.main import app
 from vita_core.data.pack import pack
 from vita_core.data.recipe import load_recipe
+from vita_core.errors import DiskFullError, InputError
 from vita_core.model.checkpoint import load_model, read_state_dict
 from vita_core.tokens import layout_from_tokenizer, load_tokenizer
 from vita_core.train.setup import lr_ratio, mtp_parameter_names
@@ -154,3 +156,67 @@ def test_two_processes_match_one_for_the_same_global_batch(tmp_path, tokenizer_d
         assert ra["tokens"] == rb["tokens"] and ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
     wa, wb = read_state_dict(tmp_path / "one" / "model"), read_state_dict(tmp_path / "two" / "model")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
+    save_random(tmp_path / "init", 1, seed=5)
+    data, spec = SyntheticPacked(4, 64, seed=1), tiny_spec(2, max_steps=1)
+    train(spec, tmp_path / "init", data, tmp_path / "out")
+    before = _snapshot(tmp_path / "out")
+    assert sorted(before) == ["metrics.jsonl", "model/config.json", "model/model.safetensors"]
+    with pytest.raises(InputError) as err:
+        train(spec, tmp_path / "init", data, tmp_path / "out")
+    assert str(err.value) == (f"{tmp_path / 'out'} already holds a run (model/, metrics.jsonl); pass --overwrite to "
+                              "replace it, or choose another --output-dir")
+    with pytest.raises(InputError, match="it has no checkpoint to resume from; pass --overwrite"):
+        train(spec, tmp_path / "init", data, tmp_path / "out", resume=True)
+    assert _snapshot(tmp_path / "out") == before
+    again = train(spec.with_overrides(lr=1e-4), tmp_path / "init", data, tmp_path / "out", overwrite=True)
+    assert [m.step for m in again.history] == [1] and len(rows(tmp_path / "out")) == 1
+    assert _snapshot(tmp_path / "out")["model/model.safetensors"] != before["model/model.safetensors"]
+
+
+def test_a_save_killed_with_sigkill_is_removed_and_resume_names_its_checkpoint(tmp_path, packed):
+    save_random(tmp_path / "init", 0, seed=6)
+    out = tmp_path / "out"
+    args = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "init"),
+            "--data", str(packed), "--output-dir", str(out), "--max-steps", "3", "--save-every", "1"]
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"--resume: no checkpoint in {out}, starting at step 0" in result.output
+    # What `kill -9` during the step-3 save leaves: its staging folders, and no model/ yet.
+    shutil.rmtree(out / "model")
+    (out / ".checkpoint-0000003.partial" / "train_state").mkdir(parents=True)
+    (out / "..checkpoint-0000003.partial.partial-x1y2" / "model.safetensors").parent.mkdir()
+    (out / "..checkpoint-0000003.partial.partial-x1y2" / "model.safetensors").write_bytes(b"\0" * 1000)
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"removed {out / '.checkpoint-0000003.partial'}, left by an interrupted save" in result.output
+    assert f"resuming from {out / 'checkpoint-0000002'} (step 2)" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-0000001", "checkpoint-0000002", "metrics.jsonl", "model"]
+    assert [r["step"] for r in rows(out)] == [1, 2, 3]
+
+
+def test_full_disk_during_training_is_one_error_and_leaves_no_partial(tmp_path, full_disk, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    save_random(tmp_path / "init", 1, seed=5)
+    data, spec = SyntheticPacked(4, 64, seed=1), tiny_spec(2, max_steps=2)
+    out = full_disk.folder / "run"
+    with pytest.raises(DiskFullError) as err:  # the first metrics row does not fit
+        train(spec, tmp_path / "init", data, out)
+    assert str(err.value) == f"cannot write {out / 'metrics.jsonl'}: no space left on device; free some space or write elsewhere"
+    full_disk.left = 10**9
+
+    def full(*args, **kwargs):  # what safetensors raises on ENOSPC (measured on a full tmpfs)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(DiskFullError, match=f"cannot write {out / 'checkpoint-0000001'}: no space left on device"):
+        train(spec, tmp_path / "init", data, out, save_every=1, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]

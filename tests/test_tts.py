@@ -284,3 +284,40 @@ def test_long_text_file_becomes_one_wav(base_args, tmp_path):
     r = run(["--text-file", str(text), "--out", str(out), *base_args])  # not a terminal: a line per chunk
     assert [line for line in r.stderr.splitlines() if line.startswith("chunk ")][-1].startswith(
         f"chunk {meta['chunks']}/{meta['chunks']}: ")
+@pytest.mark.parametrize("left", [0, 3000])
+def test_full_disk_is_one_line_and_leaves_no_temp_file(base_args, full_disk, left):
+    full_disk.left = left
+    out = full_disk.folder / "x.wav"
+    r = run([TEXT, "--out", str(out), *base_args])
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == f"error: cannot write {out}: no space left on device; free some space or write elsewhere"
+    assert list(full_disk.folder.iterdir()) == []
+
+
+def test_sigterm_mid_synthesis_removes_the_temp_file(real_args, tmp_path):
+    """A real process: the synthesis writes a chunk, then the process gets SIGTERM (as from `kill`)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import os, signal, sys, time\n"
+        "import numpy as np\n"
+        "import vita_core.tts\n"
+        "def synthesize(speech, text, on_audio, **kwargs):\n"
+        "    on_audio(np.zeros(2205, dtype=np.float32))\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "vita_core.tts.synthesize = synthesize\n"
+        "from vita_cli.main import app\n"
+        "app(sys.argv[1:], prog_name='vita')\n"
+    )
+    out = tmp_path / "out" / "x.wav"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", script, "tts", TEXT, "--out", str(out), *real_args], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "terminated"
+    assert list(out.parent.iterdir()) == []

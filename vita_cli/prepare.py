@@ -101,3 +101,6 @@ def prepare_command(
         console.print(f"... and {len(report.skipped) - 10} more")
     if report.skipped:
         console.print(f"every skipped sample and its reason: {out / 'report.json'}")
+    for fix in report.repaired:
+        console.print(f"re-encoded {fix['audio']}: its cache entry {fix['entry']} was corrupt ({fix['reason']})",
+                      highlight=False, soft_wrap=True)

@@ -31,6 +31,8 @@ def train(
                                                              "the schedule spans this many."),
     save_every: Optional[int] = typer.Option(None, min=1, help="Write a resumable checkpoint every N steps."),
     resume: bool = typer.Option(False, help="Continue from the newest checkpoint in --output-dir."),
+    overwrite: bool = typer.Option(False, help="Replace a run already in --output-dir (its model/, "
+                                               "checkpoints and metrics.jsonl)."),
     grad_accum: Optional[int] = typer.Option(None, min=1, help="Override the recipe's gradient accumulation "
                                                               "(keep micro x accum x processes constant)."),
     tokenizer: Optional[Path] = typer.Option(None, help="Folder whose tokenizer files ship with the "
@@ -60,6 +62,14 @@ def train(
 
     def on_event(kind: str, payload: Any) -> None:
         if kind == "start":
+            for path in payload["removed"]:
+                console.print(f"removed {path}, left by an interrupted save", soft_wrap=True, highlight=False)
+            if payload["resumed_from"] is not None:
+                console.print(f"resuming from {payload['resumed_from']} (step {payload['start']})", soft_wrap=True,
+                              highlight=False)
+            elif resume:
+                console.print(f"--resume: no checkpoint in {output_dir}, starting at step 0", soft_wrap=True,
+                              highlight=False)
             live.start()
             bar.update(task, total=payload["total"], completed=payload["start"])
             console.print(f"stage {payload['stage']} ({payload['name']}): "
@@ -75,7 +85,7 @@ def train(
 
     try:
         result = run(spec, init, data, output_dir, max_steps=max_steps, save_every=save_every, resume=resume,
-                     tokenizer=tokenizer, distributed=distributed, progress=on_event if drawing else None)
+                     overwrite=overwrite, tokenizer=tokenizer, distributed=distributed, progress=on_event if drawing else None)
     finally:
         if live.is_started:
             live.stop()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vita_core.errors import InputError
+from vita_core.files import write_text
 from vita_core.speech import SpeechModel
 from vita_core.tokens import AudioCodes, AudioContext
 
@@ -145,11 +144,7 @@ def write_outputs(t: Transcript, stem: str, out_dir: Path, formats: Sequence[str
     written = []
     for fmt in formats:
         target = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(t, fmt))
-        os.replace(tmp, target)
-        written.append(target)
+        written.append(write_text(target, render(t, fmt)))
     return written
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from vita_core.errors import AudioError
+from vita_core.files import AtomicFile, disk_full, is_disk_full
 
 MAX_SAMPLE_RATE = 384_000
 
@@ -102,15 +103,109 @@ def write_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> P
     if not path.parent.is_dir():
         raise AudioError(f"cannot write {path}: folder {path.parent} does not exist")
     fmt, subtype = _FORMATS[suffix]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.clip(wav, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    writer = SoundWriter(path, sample_rate, fmt, subtype)
+    writer.write(np.clip(wav, -1.0, 1.0))
+    return writer.close()
+
+
+class _KeepError:
+    """An unbuffered file for soundfile's virtual I/O that keeps the first OSError of a write.
+
+    soundfile swallows (and prints) an exception raised in its callbacks and then reports only
+    "System error", so the cause (a full disk) is kept here to be raised afterwards.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            return 0
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):  # a short write is retried, so a full disk shows as its OSError
+                done += self.raw.write(view[done:])
+        except OSError as exc:
+            self.error = exc
+        return done
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+
+class SoundWriter:
+    """A sound file written through soundfile into a temp file; `close()` renames it into place.
+
+    Every audio file vita writes goes through here, so each gets the mode open() would give and a
+    full disk is one DiskFullError naming the file, with the temp removed.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, fmt: str = "WAV", subtype: str = "PCM_16",
+                 channels: int = 1) -> None:
+        self.path = Path(path)
+        self._target = AtomicFile(self.path, suffix=self.path.suffix or ".tmp")
+        try:
+            self._raw = open(self._target.tmp, "r+b", buffering=0)
+            self._io = _KeepError(self._raw)
+            self._file = sf.SoundFile(self._io, "w", samplerate=sample_rate, channels=channels, subtype=subtype,
+                                      format=fmt)
+        except BaseException as exc:
+            self._abandon()
+            self._reraise(exc)
+
+    def _abandon(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None and not file.closed:
+            try:
+                file.close()
+            except Exception:  # the temp is being thrown away; its trailer does not matter
+                pass
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
+        self._target.discard()
+
+    def _reraise(self, exc: BaseException) -> None:
+        cause = getattr(getattr(self, "_io", None), "error", None)
+        if cause is not None and is_disk_full(cause):
+            raise disk_full(self.path) from cause
+        if isinstance(exc, Exception) and is_disk_full(exc, self.path.parent):
+            raise disk_full(self.path) from exc
+        if cause is not None:
+            raise cause from exc
+        raise exc
+
+    def write(self, frames: np.ndarray) -> None:
+        try:
+            self._file.write(frames)
+            if self._io.error is not None:
+                raise self._io.error
+        except BaseException as exc:
+            self._abandon()
+            self._reraise(exc)
+
+    def close(self) -> Path:
+        """Finish the file and rename it onto its path."""
+        try:
+            self._file.close()
+            self._raw.close()
+            if self._io.error is not None:
+                raise self._io.error
+        except BaseException as exc:
+            self._abandon()
+            self._reraise(exc)
+        return self._target.commit()
+
+    def abort(self) -> None:
+        """Throw the temp file away (the target is left as it was)."""
+        self._abandon()
 
 
 def to_pcm16(wav: np.ndarray) -> bytes:

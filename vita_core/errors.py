@@ -15,3 +15,7 @@ class CheckpointError(VitaError):
 
 class AudioError(VitaError):
     """Audio that cannot be read, is empty, or has an unusable format."""
+
+
+class DiskFullError(VitaError):
+    """A write ran out of space; the message names the path, and nothing half-written is left."""

@@ -8,16 +8,15 @@ after every chunk so a reader (aplay, ffplay, a pipe) hears it while generation 
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import soundfile as sf
 
+from vita_core.audio import SoundWriter
 from vita_core.errors import InputError
+from vita_core.files import reporting_full_disk
 
 FILE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 STREAM_FORMATS = ("wav", "pcm")
@@ -64,11 +63,7 @@ class FileSink:
     def __init__(self, path: str | Path, sample_rate: int) -> None:
         check_target(str(path))
         self.path = Path(path)
-        fmt = FILE_FORMATS[self.path.suffix.lower()]
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype="PCM_16")
+        self._file = SoundWriter(self.path, sample_rate, FILE_FORMATS[self.path.suffix.lower()])
         self.frames = 0
 
     def write(self, wav: np.ndarray) -> None:
@@ -78,11 +73,9 @@ class FileSink:
 
     def close(self) -> None:
         self._file.close()
-        os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 class StreamSink:
@@ -93,17 +86,23 @@ class StreamSink:
         self.stream = stream
         self.frames = 0
         if fmt == "wav":
-            stream.write(streaming_wav_header(sample_rate))
-            stream.flush()
+            with reporting_full_disk("stdout"):
+                stream.write(streaming_wav_header(sample_rate))
+                stream.flush()
 
     def write(self, wav: np.ndarray) -> None:
         if wav.size:
-            self.stream.write(to_pcm16(wav))
-            self.stream.flush()
+            with reporting_full_disk("stdout"):
+                self.stream.write(to_pcm16(wav))
+                self.stream.flush()
             self.frames += int(wav.size)
 
     def close(self) -> None:
-        self.stream.flush()
+        with reporting_full_disk("stdout"):
+            self.stream.flush()
 
     def abort(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except OSError:  # already failing (a full disk or a closed pipe); the run is being abandoned
+            pass

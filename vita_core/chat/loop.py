@@ -9,11 +9,15 @@ re-tokenisation of it. Speaking while an answer is generated or played cuts it (
 
 Stage times per turn are milliseconds after the end of the user's speech was detected:
 audio encoded -> first text token -> first audio codes to the decoder -> first sound out.
+
+A session never overwrites an earlier one: its turns are numbered after those already in the
+`--log` file and the `--save-audio` folder, log rows are appended, and each row says its session.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +28,7 @@ import numpy as np
 from vita_core.chat.devices import INPUT_RATE
 from vita_core.chat.vad import SpeechStart, Utterance
 from vita_core.errors import InputError
+from vita_core.files import append_line
 from vita_core.speech import SpeechModel
 from vita_core.tokens import AudioCodes, AudioContext, Message
 
@@ -33,7 +38,7 @@ STAGES = ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound
 
 @dataclass
 class Turn:
-    index: int
+    index: int  # numbered across sessions that share a log or audio folder
     user_seconds: float
     user_codes: int
     answer_text: str = ""
@@ -45,6 +50,7 @@ class Turn:
     playback_lag_ms: float = 0.0
     generate_seconds: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
+    session: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,17 +88,30 @@ class Conversation:
 
 
 def _save_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    import os
-    import tempfile
-
-    import soundfile as sf
-
+    from vita_core.audio import SoundWriter
     from vita_core.sinks import pcm16
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    sf.write(tmp, pcm16(audio), rate, subtype="PCM_16")
-    os.replace(tmp, path)
+    writer = SoundWriter(path, rate)
+    writer.write(pcm16(audio))
+    writer.close()
+
+
+def previous_turns(log_path: Path | None, save_audio: Path | None) -> tuple[int, int]:
+    """(the last turn number, the last session number) already recorded in the log and audio folder."""
+    last = session = 0
+    if log_path is not None and log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a row cut by a kill: skipped, never rewritten
+                continue
+            last, session = max(last, int(row.get("index", 0))), max(session, int(row.get("session", 1)))
+    if save_audio is not None and save_audio.is_dir():
+        for path in save_audio.iterdir():
+            match = re.fullmatch(r"turn(\d+)_(user|answer)\.wav", path.name)
+            if match:
+                last, session = max(last, int(match.group(1))), max(session, 1)
+    return last, session
 
 
 class ChatSession:
@@ -116,11 +135,11 @@ class ChatSession:
         self.say = on_event or (lambda _kind, _data: None)
         self.turns: list[Turn] = []
         self._pending: Utterance | None = None
+        self.first_index, last_session = previous_turns(log_path, save_audio)
+        self.session = last_session + 1
 
     def run(self, max_turns: int | None = None) -> list[Turn]:
         """Listen and answer until the input ends (or max_turns answers were given)."""
-        if self.log_path is not None:
-            self.log_path.write_text("")
         self.say("listening", None)
         while max_turns is None or len(self.turns) < max_turns:
             utterance = self._pending or self._listen()
@@ -161,7 +180,8 @@ class ChatSession:
         from vita_core.generate import DoneEvent, TokenEvent
 
         speech, sink, eos = self.speech, self.sink, utterance.end_time
-        turn = Turn(index=len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0)
+        turn = Turn(index=self.first_index + len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0,
+                    session=self.session)
         ms = lambda: 1000 * (time.perf_counter() - eos)  # noqa: E731
         audio = speech.audio_part(utterance.audio, INPUT_RATE, f"utterance {turn.index}")
         turn.user_codes = audio.length
@@ -221,7 +241,6 @@ class ChatSession:
             _save_wav(reply, played, self.sink.sample_rate)
             turn.files = {"user": str(user), "answer": str(reply)}
         if self.log_path is not None:
-            with self.log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
+            append_line(self.log_path, json.dumps(turn.to_dict(), ensure_ascii=False))
         self.turns.append(turn)
         self.say("turn", turn)

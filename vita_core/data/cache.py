@@ -2,19 +2,21 @@
 
 Key: SHA-256 of the audio file's bytes, under a folder per codec, so a renamed or copied file
 is a hit and an edited one is a miss. Entries are .npy int16 arrays (int32 for a codec with
-32768 codes or more), written to a temporary name and renamed, so an interrupted run leaves no half-written entry.
+32768 codes or more), written to a temporary name and renamed, so an interrupted run leaves no
+half-written entry. An entry that cannot be read all the same (a disk error, a copy cut short)
+is removed and reported as `CorruptEntry`, so the caller encodes that file again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from vita_core.errors import InputError
+from vita_core.files import write_npy
 
 
 def file_digest(path: Path) -> str:
@@ -31,6 +33,14 @@ def _fits_int16(codes: np.ndarray) -> bool:
     return not codes.size or (int(codes.min()) >= 0 and int(codes.max()) <= np.iinfo(np.int16).max)
 
 
+class CorruptEntry(Exception):
+    """A cache entry that is not a readable code array; it has been removed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 class CodeCache:
     """Codes of one codec, keyed by audio content."""
 
@@ -44,15 +54,20 @@ class CodeCache:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def get(self, digest: str) -> np.ndarray | None:
+        """The codes stored for `digest`, None if there are none; raises CorruptEntry for a bad entry."""
         path = self._path(digest)
         if not path.is_file():
             return None
-        return np.load(path).astype(np.int64)
+        try:
+            codes = np.load(path, allow_pickle=False)
+            if codes.dtype not in (np.int16, np.int32) or codes.ndim != 1:
+                raise ValueError(f"holds {codes.dtype} {codes.shape}, not 1-D int16/int32 codes")
+        except (ValueError, OSError, EOFError) as exc:  # numpy says "EOF" for a cut file
+            path.unlink(missing_ok=True)
+            raise CorruptEntry(path, str(exc)) from None
+        return codes.astype(np.int64)
 
     def put(self, digest: str, codes: np.ndarray) -> None:
         path = self._path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, np.asarray(codes, dtype=np.int16 if _fits_int16(codes) else np.int32))
-        os.replace(tmp, path)
+        write_npy(path, np.asarray(codes, dtype=np.int16 if _fits_int16(codes) else np.int32))

@@ -13,6 +13,8 @@ Shard K of the output folder: `packs-K.tokens.npy` and `packs-K.labels.npy` (int
 `packs-K.lens.npy` (int32, the real sample lengths of all packs back to back) and
 `packs-K.offsets.npy` (int64 [packs + 1], where each pack's lengths start in lens.npy), and
 `packs-K.json` (which samples each pack holds). `manifest.json` has the settings and statistics.
+The set is written into a hidden folder beside `out` and swapped in only when complete, so
+`--overwrite` keeps the old set until the new one is whole (a full disk leaves it untouched).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vita_core.data.prepared import PreparedSet, SampleRef, write_json, write_npy
+from vita_core.data.prepared import PreparedSet, SampleRef
 from vita_core.data.recipe import Recipe, select
 from vita_core.errors import InputError
+from vita_core.files import remove_stale, staged_folder, write_json, write_npy
 from vita_core.schedule import interleave, parse_ratio
 
 FORMAT = "vita-packed-1"
@@ -186,6 +189,7 @@ def pack(
         raise InputError("--seq-len must be >= 16; --window and --packs-per-shard must be positive")
     out = Path(out)
     _claim_folder(out, overwrite)
+    remove_stale(out.parent, (f".{out.name}.partial-", f".{out.name}.old"))  # left by a killed run
 
     folders = recipe.folders()
     sets = []
@@ -211,15 +215,25 @@ def pack(
             progress("measure", n + 1, len(refs))
     packs, too_long = plan_packs(lengths, seq_len, window, max_open)
 
-    shards = []
-    for k, first in enumerate(range(0, len(packs), packs_per_shard)):
-        group = packs[first : first + packs_per_shard]
-        shards.append(_write_shard(out, k, group, refs, folder_of, renderer, seq_len, pad))
-        if progress:
-            progress("write", first + len(group), len(packs))
+    with staged_folder(out) as staging:
+        shards = []
+        for k, first in enumerate(range(0, len(packs), packs_per_shard)):
+            group = packs[first : first + packs_per_shard]
+            shards.append(_write_shard(staging, k, group, refs, folder_of, renderer, seq_len, pad))
+            if progress:
+                progress("write", first + len(group), len(packs))
+        report = _finish(staging, folders, refs, folder_of, lengths, packs, too_long, shards, renderer,
+                         seq_len, seed, pad)
+    report.out = out
+    report.seconds = time.perf_counter() - started
+    return report
 
+
+def _finish(staging: Path, folders, refs, folder_of, lengths: np.ndarray, packs, too_long,
+            shards: list[dict[str, Any]], renderer: Renderer, seq_len: int, seed: int, pad: int) -> PackReport:
+    """The report of a packed set, and its manifest (written last: it marks the set complete)."""
     report = PackReport(
-        out=out,
+        out=staging,
         seq_len=seq_len,
         packs=len(packs),
         samples=sum(len(p) for p in packs),
@@ -231,7 +245,7 @@ def pack(
         per_source=dict(Counter(folders[f][0].name for f in folder_of)),
         shards=shards,
     )
-    write_json(out / "manifest.json", {
+    write_json(staging / "manifest.json", {
         "format": FORMAT,
         "seq_len": seq_len,
         "seed": seed,
@@ -246,7 +260,6 @@ def pack(
         "padding_fraction": round(report.padding_fraction, 6),
         "too_long": report.too_long,
     })
-    report.seconds = time.perf_counter() - started
     return report
 
 
@@ -277,14 +290,12 @@ def _write_shard(out: Path, k: int, group, refs, folder_of, renderer: Renderer, 
 
 
 def _claim_folder(out: Path, overwrite: bool) -> None:
+    """Check that `out` may be (re)written; nothing is removed until the new set is complete."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"--out {out} is not empty; use a new folder or pass --overwrite")
         for child in out.iterdir():
-            if child.is_file() and (child.name.startswith("packs-") or child.name == "manifest.json"):
-                child.unlink()
-            else:
+            if not (child.is_file() and (child.name.startswith("packs-") or child.name == "manifest.json")):
                 raise InputError(f"--out {out} holds {child.name}, which is not a pack output; use a new folder")
-    out.mkdir(parents=True, exist_ok=True)

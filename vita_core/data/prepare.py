@@ -29,7 +29,7 @@ import numpy as np
 
 from vita_core.codec.base import SpeechEncoder
 from vita_core.data import audio_io
-from vita_core.data.cache import CodeCache, file_digest
+from vita_core.data.cache import CodeCache, CorruptEntry, file_digest
 from vita_core.data.importers import Item, read_input
 from vita_core.data.prepared import FORMAT, MANIFEST, REPORT, read_shard_meta, shard_name, write_json, write_shard
 from vita_core.data.tasks import (
@@ -64,15 +64,19 @@ class PrepareReport:
     encoded: int = 0  # audio files encoded in this run (cache misses)
     cached: int = 0  # audio files found in the cache in this run
     by_reason: dict[str, int] = field(default_factory=dict)
+    repaired: list[dict[str, str]] = field(default_factory=list)  # corrupt cache entries, re-encoded
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        report = {
             "written": self.written,
             "tokens": self.tokens,
             "kinds": self.kinds,
             "skipped_by_reason": self.by_reason,
             "skipped": [s.to_json() for s in self.skipped],
         }
+        if self.repaired:  # only then, so a clean run's report stays the same bytes
+            report["cache_repaired"] = self.repaired
+        return report
 
 
 @dataclass
@@ -293,7 +297,11 @@ def _encode_audio(paths, encoder, cache, pool, max_seconds, batch_size, report, 
             tick("audio")
             continue
         digests[path] = found
-        codes = cache.get(found)
+        try:
+            codes = cache.get(found)
+        except CorruptEntry as bad:
+            report.repaired.append({"audio": str(path), "entry": str(bad.path), "reason": bad.reason})
+            codes = None
         if codes is not None:
             result[path] = _Audio(codes)
             report.cached += 1

@@ -12,7 +12,6 @@ A prepared folder holds, per shard K:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vita_core.errors import InputError
+from vita_core.files import write_json, write_npy
 
 FORMAT = "vita-prepared-1"
 MANIFEST = "manifest.json"
@@ -28,21 +28,6 @@ REPORT = "report.json"
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-def write_json(path: Path, data: Any, compact: bool = False) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(data, ensure_ascii=False, sort_keys=True, **({"separators": (",", ":")} if compact else {"indent": 1}))
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
 
 
 def write_shard(folder: Path, index: int, ids: list[list[int]], samples: list[dict], skipped: list[dict]) -> None:

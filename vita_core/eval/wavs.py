@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from vita_core import files
+from vita_core.audio import SoundWriter
 from vita_core.errors import AudioError
 
 ASR_RATE = 16000
@@ -50,25 +50,13 @@ def write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM through a temp file + rename, so an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)  # hidden if left by a kill
-    os.close(fd)
-    try:
-        sf.write(tmp, np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    writer = SoundWriter(path, sample_rate)
+    writer.write(np.asarray(wav, dtype=np.float32).reshape(-1))
+    writer.close()
 
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    files.write_text(path, text)

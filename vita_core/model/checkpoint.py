@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from transformers import Qwen2Config
 
 from vita_core.errors import CheckpointError, InputError
+from vita_core.files import disk_full, file_mode, is_disk_full, staging_folder, swap_folder
 from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.tokens import TokenLayout
 
@@ -129,19 +129,30 @@ def is_plus(config: dict[str, Any]) -> bool:
     return config.get("model_type") == PLUS_MODEL_TYPE
 
 
-def read_state_dict(folder: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Every tensor of the folder's safetensors, or only those whose names start with `prefixes`."""
+def read_safetensors(path: Path, keep: Callable[[str], bool] = lambda name: True) -> dict[str, torch.Tensor]:
+    """The tensors of one .safetensors file whose names `keep` accepts; a corrupt or cut file is a CheckpointError.
+
+    Every safetensors read goes through here (model, Plus audio, speech tokenizer), so a
+    truncated download says so in one line instead of raising SafetensorError.
+    """
     from safetensors import safe_open
 
     state: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                if keep(name):
+                    state[name] = handle.get_tensor(name)
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise CheckpointError(f"cannot read {path}: {exc}; the file is corrupt or truncated, download it again") from None
+    return state
+
+
+def read_state_dict(folder: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors, or only those whose names start with `prefixes`."""
+    state: dict[str, torch.Tensor] = {}
     for f in _weight_files(Path(folder)):
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                for name in handle.keys():
-                    if prefixes is None or name.startswith(prefixes):
-                        state[name] = handle.get_tensor(name)
-        except Exception as exc:  # safetensors raises several types for a corrupt file
-            raise CheckpointError(f"cannot read {f}: {exc}; the file is corrupt or truncated") from None
+        state.update(read_safetensors(f, lambda name: prefixes is None or name.startswith(prefixes)))
     return state
 
 
@@ -242,8 +253,7 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = staging_folder(folder)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
@@ -252,6 +262,7 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
         for filename, names in split.filename_to_tensors.items():
             save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})
+            os.chmod(tmp / filename, file_mode(folder / filename))  # safetensors writes 0600
         if split.is_sharded:
             index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                      "weight_map": split.tensor_to_filename}
@@ -267,14 +278,10 @@ def save_model(model: VitaAudioForCausalLM, folder: str | Path, max_shard_size: 
             keep = [p for p in folder.iterdir() if not (tmp / p.name).exists() and not p.name.startswith("model")]
             for p in keep:  # tokenizer files etc. that live beside the weights stay
                 shutil.move(str(p), str(tmp / p.name))
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
-    except BaseException:
+        swap_folder(tmp, folder)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc, folder.parent):
+            raise disk_full(folder) from exc
         raise
     return folder

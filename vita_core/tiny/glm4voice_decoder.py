@@ -9,8 +9,6 @@ stay as released, so code counts, frame counts and PCM lengths are the real ones
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from vita_core.codec.glm4voice.flow import FlowConfig, FlowDecoder
 from vita_core.codec.glm4voice.flow_encoder import EncoderConfig
 from vita_core.codec.glm4voice.flow_estimator import EstimatorConfig
 from vita_core.codec.glm4voice.hift import HiFTConfig, build_random_hift
+from vita_core.files import AtomicFile
 
 SAMPLE_RATE = 22050
 
@@ -43,10 +42,8 @@ TINY_HIFT = {**RELEASED_HIFT, "base_channels": 32, "f0_predictor": {"num_class":
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        torch.save(state, tmp)
 
 
 def build_tiny_glm4voice_decoder(folder: str | Path, seed: int = 0, real_dims: bool = False) -> Path:

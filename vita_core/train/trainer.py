@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vita_core.errors import InputError
+from vita_core.errors import DiskFullError, InputError
+from vita_core.files import append_line, disk_full, remove_stale, reporting_full_disk, swap_folder, write_text
 from vita_core.model.checkpoint import default_attention, save_model
 from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
 from vita_core.tokens import layout_from_tokenizer
@@ -30,6 +30,11 @@ from vita_core.train.setup import init_model, lr_ratio, param_groups, set_traina
 from vita_core.train.stages import StageSpec
 
 CHECKPOINT_PREFIX = "checkpoint-"
+FINAL = "model"
+METRICS = "metrics.jsonl"
+# What a killed save leaves beside its target: `.NAME.partial` (a checkpoint being written),
+# `..NAME.partial.partial-xxxx` (its weights being staged), `.NAME.old` (the folder it replaced).
+_STALE = tuple(f"{dots}{name}" for dots in (".", "..") for name in (CHECKPOINT_PREFIX, f"{FINAL}.", f"{METRICS}."))
 
 
 @dataclass
@@ -146,6 +151,22 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
+    try:
+        with reporting_full_disk(folder, folder.parent):
+            _stage(accelerator, model, staging, side_files, dtype, trainer_state)
+    except BaseException as exc:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, DiskFullError):  # named after the folder being saved, not its staging name
+            raise disk_full(folder) from exc
+        raise
+    if accelerator.is_main_process:
+        swap_folder(staging, folder)
+    accelerator.wait_for_everyone()
+
+
+def _stage(accelerator: Any, model: Any, staging: Path, side_files: list[Path], dtype: torch.dtype,
+           trainer_state: dict[str, Any] | None) -> None:
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -162,15 +183,7 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
     if trainer_state is not None:
         accelerator.save_state(str(staging / "train_state"))
         if accelerator.is_main_process:
-            (staging / "trainer.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.rename(folder, old)
-        os.rename(staging, folder)
-        shutil.rmtree(old, ignore_errors=True)
+            write_text(staging / "trainer.json", json.dumps(trainer_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
 
 
@@ -179,9 +192,7 @@ def _rewrite_log(log: Path, upto: int) -> None:
     if not log.is_file():
         return
     rows = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= upto]
-    tmp = log.with_name(log.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, log)
+    write_text(log, "".join(r + "\n" for r in rows))
 
 
 def _restore(accelerator: Any, checkpoint: Path, identity: dict[str, Any], log: Path) -> int:
@@ -197,12 +208,31 @@ def _restore(accelerator: Any, checkpoint: Path, identity: dict[str, Any], log: 
     return int(saved["step"])
 
 
-def _fresh(accelerator: Any, output_dir: Path, log: Path) -> int:
+def _fresh(accelerator: Any, output_dir: Path, log: Path, old: list[Path]) -> int:
+    """Start at step 0; with --overwrite the previous run's checkpoints and metrics go first."""
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for checkpoint in old:
+            shutil.rmtree(checkpoint)
         log.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     return 0
+
+
+def _check_output_dir(output_dir: Path, existing: list[Path], resume: bool, overwrite: bool) -> None:
+    """Refuse to replace a finished (or resumable) run unless asked to, as `vita prepare` does."""
+    if overwrite or not output_dir.is_dir():
+        return
+    if existing and not resume:
+        raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
+                         "--overwrite to start again from step 0, or choose another --output-dir")
+    log = output_dir / METRICS
+    finished = [p.name + ("/" if p.is_dir() else "") for p in (output_dir / FINAL, log)
+                if p.is_dir() or (p.is_file() and p.stat().st_size)]
+    if finished and not existing:
+        hint = "it has no checkpoint to resume from; " if resume else ""
+        raise InputError(f"{output_dir} already holds a run ({', '.join(finished)}); {hint}pass --overwrite to "
+                         "replace it, or choose another --output-dir")
 
 
 def train(
@@ -214,12 +244,18 @@ def train(
     max_steps: int | None = None,
     save_every: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     tokenizer: str | Path | None = None,
     distributed: str | Path | None = None,
     progress: Callable[[str, Any], None] | None = None,
 ) -> TrainResult:
     """Run one stage. `progress(kind, payload)` gets ("start", info), ("step", StepMetrics) and
-    ("saved", path) on the main process; metrics also go to output_dir/metrics.jsonl."""
+    ("saved", path) on the main process; metrics also go to output_dir/metrics.jsonl.
+
+    A folder that already holds a run is refused unless `resume` (continue from its newest
+    checkpoint, named in info["resumed_from"]) or `overwrite`; leftovers of a killed save are
+    removed first and listed in info["removed"].
+    """
     from accelerate.utils import set_seed
 
     started = time.perf_counter()
@@ -230,9 +266,10 @@ def train(
     accelerator = make_accelerator(spec, distributed)
     report = progress if (progress is not None and accelerator.is_main_process) else (lambda kind, payload: None)
     existing = checkpoints(output_dir) if output_dir.is_dir() else []
-    if existing and not resume:
-        raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
-                         "or choose another --output-dir")
+    _check_output_dir(output_dir, existing, resume, overwrite)
+    removed = remove_stale(output_dir, _STALE) if accelerator.is_main_process else []
+    accelerator.wait_for_everyone()
+    start_from = existing[-1] if existing and resume else None
     dataset = open_packed(data, spec.seq_len)
     set_seed(spec.seed)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
@@ -253,8 +290,11 @@ def train(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     identity = {"stage": spec.stage, "spec": asdict(spec), "total_steps": total, "global_batch": global_batch}
 
-    log = output_dir / "metrics.jsonl"
-    step = _restore(accelerator, existing[-1], identity, log) if existing else _fresh(accelerator, output_dir, log)
+    log = output_dir / METRICS
+    if start_from is not None:
+        step = _restore(accelerator, start_from, identity, log)
+    else:
+        step = _fresh(accelerator, output_dir, log, existing)
 
     save_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     unwrapped = accelerator.unwrap_model(model)
@@ -263,7 +303,8 @@ def train(
     steps_per_epoch = len(sampler) // global_batch
     report("start", {"stage": spec.stage, "name": spec.name, "total": total, "start": step,
                      "num_mtp": unwrapped.num_mtp, "processes": accelerator.num_processes,
-                     "global_batch": global_batch, "trainable": sum(p.numel() for p in trainable)})
+                     "global_batch": global_batch, "trainable": sum(p.numel() for p in trainable),
+                     "resumed_from": start_from, "removed": removed})
     history: list[StepMetrics] = []
     model.train()
     while step < total:
@@ -290,8 +331,7 @@ def train(
             metrics = tally.finish(accelerator, step, lr, grad_norm, spec.detach_backbone)
             history.append(metrics)
             if accelerator.is_main_process:
-                with log.open("a") as fh:
-                    fh.write(json.dumps(asdict(metrics)) + "\n")
+                append_line(log, json.dumps(asdict(metrics)))
             report("step", metrics)
             if save_every and step % save_every == 0 and step < total:
                 folder = output_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
@@ -299,7 +339,7 @@ def train(
                 report("saved", folder)
             if step >= total:
                 break
-    final = output_dir / "model"
+    final = output_dir / FINAL
     _save(accelerator, model, final, side, save_dtype, None)
     report("saved", final)
     return TrainResult(model_dir=final, steps=step, history=history, seconds=time.perf_counter() - started)

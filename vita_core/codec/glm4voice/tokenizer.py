@@ -17,12 +17,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from transformers import WhisperFeatureExtractor
 
 from vita_core.audio import check_waveform, resample
 from vita_core.codec.glm4voice.whisper_vq import WhisperVQConfig, WhisperVQEncoder
 from vita_core.errors import AudioError, CheckpointError
+from vita_core.model.checkpoint import read_safetensors
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
@@ -37,11 +37,7 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json"
 
 def read_state_dict(folder: Path, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """Read model.safetensors and check it against the model's names and shapes, exactly."""
-    state = {}
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-        for key in keys - UNUSED_KEYS:
-            state[key] = f.get_tensor(key)
+    state = read_safetensors(folder / "model.safetensors", lambda name: name not in UNUSED_KEYS)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
