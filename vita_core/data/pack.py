@@ -185,7 +185,7 @@ def pack(
     if seq_len < 16 or window < 1 or max_open < 0 or packs_per_shard < 1:
         raise InputError("--seq-len must be >= 16; --window and --packs-per-shard must be positive")
     out = Path(out)
-    _claim_folder(out, overwrite)
+    _check_folder(out, overwrite)
 
     folders = recipe.folders()
     sets = []
@@ -201,6 +201,7 @@ def pack(
         raise InputError("the prepared folders were made with different tokenizers; prepare them all with the same --model")
     renderer = Renderer(sets[0].layout, ratio)
     pad = int(sets[0].layout["endoftext"])
+    _claim_folder(out)  # only now, so a recipe that cannot be packed leaves --out untouched
 
     folder_of, index_of = select([(s.ratio, s.cap, len(p)) for (s, _), p in zip(folders, sets)], seed)
     refs: list[tuple[PreparedSet, SampleRef]] = [(sets[f], sets[f].samples[i]) for f, i in zip(folder_of, index_of)]
@@ -276,15 +277,21 @@ def _write_shard(out: Path, k: int, group, refs, folder_of, renderer: Renderer, 
     return {"name": name, "packs": len(group)}
 
 
-def _claim_folder(out: Path, overwrite: bool) -> None:
+def _check_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder without --overwrite, before any work."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"--out {out} is not empty; use a new folder or pass --overwrite")
         for child in out.iterdir():
-            if child.is_file() and (child.name.startswith("packs-") or child.name == "manifest.json"):
-                child.unlink()
-            else:
+            if not (child.is_file() and (child.name.startswith("packs-") or child.name == "manifest.json")):
                 raise InputError(f"--out {out} holds {child.name}, which is not a pack output; use a new folder")
+
+
+def _claim_folder(out: Path) -> None:
+    """Create --out, or empty it of the old packs (already checked by `_check_folder`)."""
+    if out.is_dir():
+        for child in out.iterdir():
+            child.unlink()
     out.mkdir(parents=True, exist_ok=True)
