@@ -30,8 +30,8 @@ class Kill(Exception):
     pass
 
 
-def test_killed_and_resumed_run_is_bit_identical(tmp_path):
-    save_random(tmp_path / "s3", 2, seed=5)
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, tokenizer_dir):
+    save_random(tmp_path / "s3", 2, seed=5, tokenizer_dir=tokenizer_dir)
     data = SyntheticPacked(4, 64, seed=1)  # 2 steps per epoch: the resumed run crosses an epoch
     spec = tiny_spec(4, num_mtp=2, grad_accum=2, max_steps=3)
     full = train(spec, tmp_path / "s3", data, tmp_path / "full")
@@ -114,6 +114,23 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
     result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1 and "has no manifest.json" in result.output
+
+
+def test_a_run_whose_model_would_have_no_tokenizer_is_refused_before_training(tmp_path, packed):
+    base = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--data", str(packed), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output == ("error: --init tiny is a size preset (random weights, no tokenizer); pass --tokenizer "
+                             "FOLDER, the --model folder the data was prepared with, so the trained model can be "
+                             "loaded\n")
+    assert not (tmp_path / "out").exists()
+    save_random(tmp_path / "bare", 0, seed=1)
+    result = CliRunner().invoke(app, [*base, "--init", str(tmp_path / "bare"), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "is a folder without tokenizer files; pass --tokenizer" in result.output
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--tokenizer", str(tmp_path / "bare"),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "holds no tokenizer.json or vocab.json" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")

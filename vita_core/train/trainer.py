@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vita_core.errors import InputError
-from vita_core.model.checkpoint import default_attention, save_model
+from vita_core.model.checkpoint import PRESETS, default_attention, save_model
 from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
 from vita_core.train.data import EpochSampler, collate, open_packed
 from vita_core.train.setup import init_model, lr_ratio, param_groups, set_trainable
@@ -138,6 +138,22 @@ def _tokenizer_length(side_files: list[Path]) -> int | None:
     return len(load_tokenizer(side_files[0].parent))
 
 
+def _check_tokenizer(init: str | Path, tokenizer: str | Path | None, side_files: list[Path]) -> None:
+    """Refuse before any work a run whose model would ship without tokenizer files: tts, asr, chat and
+    the next stage could not load it. None is made up here: the ids must be those the data was
+    prepared with, so the fix is to name that tokenizer (`vita prepare --model`'s folder)."""
+    if {p.name for p in side_files} & {"tokenizer.json", "vocab.json"}:
+        return
+    if tokenizer is not None:
+        raise InputError(f"--tokenizer {tokenizer} holds no tokenizer.json or vocab.json; give the folder "
+                         "`vita prepare --model` used")
+    if not Path(init).is_dir() and str(init).lower() not in PRESETS:
+        return  # init_model names the mistake: neither a folder nor a preset
+    what = "a size preset (random weights, no tokenizer)" if not Path(init).is_dir() else "a folder without tokenizer files"
+    raise InputError(f"--init {init} is {what}; pass --tokenizer FOLDER, the --model folder the data was "
+                     "prepared with, so the trained model can be loaded")
+
+
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
           trainer_state: dict[str, Any] | None) -> None:
     """Released-format weights (+ resumable state), staged beside `folder` and renamed into place."""
@@ -233,8 +249,9 @@ def train(
         raise InputError(f"{output_dir} already holds {existing[-1].name}; pass --resume to continue it, "
                          "or choose another --output-dir")
     dataset = open_packed(data, spec.seq_len)
-    set_seed(spec.seed)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
+    _check_tokenizer(init, tokenizer, side)
+    set_seed(spec.seed)
     model = init_model(init, spec, default_attention(accelerator.device), vocab_size=_tokenizer_length(side))
     if spec.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
