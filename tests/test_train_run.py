@@ -130,6 +130,9 @@ def test_a_run_whose_model_would_have_no_tokenizer_is_refused_before_training(tm
     result = CliRunner().invoke(app, [*base, "--init", "tiny", "--tokenizer", str(tmp_path / "bare"),
                                       "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1 and "holds no tokenizer.json or vocab.json" in result.output
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--tokenizer", str(tmp_path / "nowhere"),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--tokenizer" in result.output and "is not a folder" in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -145,11 +145,12 @@ def _check_tokenizer(init: str | Path, tokenizer: str | Path | None, side_files:
     if {p.name for p in side_files} & {"tokenizer.json", "vocab.json"}:
         return
     if tokenizer is not None:
-        raise InputError(f"--tokenizer {tokenizer} holds no tokenizer.json or vocab.json; give the folder "
-                         "`vita prepare --model` used")
+        problem = "holds no tokenizer.json or vocab.json" if Path(tokenizer).is_dir() else "is not a folder"
+        raise InputError(f"--tokenizer {tokenizer} {problem}; give the folder `vita prepare --model` used")
     if not Path(init).is_dir() and str(init).lower() not in PRESETS:
         return  # init_model names the mistake: neither a folder nor a preset
-    what = "a size preset (random weights, no tokenizer)" if not Path(init).is_dir() else "a folder without tokenizer files"
+    what = ("a folder without tokenizer files" if Path(init).is_dir()
+            else "a size preset (random weights, no tokenizer)")
     raise InputError(f"--init {init} is {what}; pass --tokenizer FOLDER, the --model folder the data was "
                      "prepared with, so the trained model can be loaded")
 
