@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainkit import SyntheticPacked  # noqa: E402
+from vita_core.tiny.tokenizer import build_tokenizer  # noqa: E402
 from vita_core.train.stages import load_stage  # noqa: E402
 from vita_core.train.trainer import train  # noqa: E402
 
@@ -51,7 +52,8 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
-        result = train(spec, args.preset, data, Path(out) / "run", progress=on_event)
+        tokenizer = build_tokenizer(Path(out) / "tokenizer")  # the released id layout, shipped with the weights
+        result = train(spec, args.preset, data, Path(out) / "run", tokenizer=tokenizer, progress=on_event)
     tokens = args.seq_len * args.grad_accum * (len(stamps) - 1)
     print(json.dumps({
         "preset": args.preset, "stage": args.stage, "seq_len": args.seq_len, "grad_accum": args.grad_accum,

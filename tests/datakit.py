@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import soundfile as sf
+
+from vita_core.tiny.corpus import TINY_TEXTS, build_tiny_corpus, write_tone  # noqa: F401  (tests import them here)
 
 
 class StandInEncoder:
@@ -38,41 +39,9 @@ class StandInEncoder:
         return [self.encode(w, sample_rate) for w in wavs]
 
 
-def write_tone(path: Path, seconds: float, freq: float, sample_rate: int = 16000) -> Path:
-    """A short tone with a little seeded noise; `freq` makes files differ."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    noise = np.random.default_rng(int(freq)).normal(0, 0.01, len(t))
-    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32), sample_rate)
-    return path
-
-
-TINY_TEXTS = ["hello world", "the answer is near", "on and on", "there it is", "in the end", "then another one"]
-
-
 def make_tiny_corpus(root: Path) -> dict[str, Path]:
-    """Inputs for recipes/data/tiny.yaml: a path<TAB>text list, a speech-QA jsonl and a text-only jsonl."""
-    import json
-
-    audio = root / "audio"
-    lines = []
-    for n, text in enumerate(TINY_TEXTS):
-        write_tone(audio / f"utt{n}.wav", 0.8 + 0.3 * n, 150 + 40 * n)
-        lines.append(f"audio/utt{n}.wav\t{text}")
-    pairs = root / "pairs.txt"
-    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    sqa = root / "sqa.jsonl"
-    rows = [
-        {"messages": [{"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": f"Sure: {t}.<|audio|>"}],
-         "audios": [f"audio/utt{n}.wav", f"audio/utt{(n + 1) % len(TINY_TEXTS)}.wav"]}
-        for n, t in enumerate(TINY_TEXTS)
-    ]
-    sqa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    text = root / "text.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Say {t}"}, {"role": "assistant", "content": t * (n + 1)}]}
-            for n, t in enumerate(TINY_TEXTS)]
-    text.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return {"tiny-pairs": pairs, "tiny-sqa": sqa, "tiny-text": text}
+    """Inputs for recipes/data/tiny.yaml (the same corpus README's walkthrough builds)."""
+    return build_tiny_corpus(root)
 
 
 def make_tiny_prepared(root: Path, tokenizer, codebook_size: int = 16384) -> Path:

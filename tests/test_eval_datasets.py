@@ -92,6 +92,11 @@ def test_librispeech_and_kaldi_folders(tmp_path):
     (kaldi / "wav.scp").write_text("utt1 sox x.flac -t wav - |\n")
     with pytest.raises(InputError, match="piped commands are not supported"):
         read_asr_set(kaldi)
+    sphinx = tmp_path / "sphinx"  # pocketsphinx-testdata's own layout (fileids + transcription) is neither
+    sphinx.mkdir()
+    (sphinx / "fileids").write_text("a\n")
+    with pytest.raises(InputError, match="no wav.scp; give a LibriSpeech-style folder or a Kaldi folder"):
+        read_asr_set(sphinx)
 
 
 def test_sqa_jsonl_both_forms(tmp_path):

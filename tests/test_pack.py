@@ -221,6 +221,7 @@ def test_recipe_selection_and_errors(tmp_path):
         parse_recipe({"sources": {"s": {"paths": ["x"], "weight": 2}}}, tmp_path)
     with pytest.raises(InputError, match="not found"):
         pack(parse_recipe({"sources": {"s": {"paths": ["missing"]}}}, tmp_path), tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # a recipe that cannot be packed leaves no empty --out behind
     for name in ("stage1-3.yaml", "stage4.yaml"):
         recipe = load_recipe(TINY.parent / name, tmp_path)
         assert recipe.ratio == (1, 10, 4, 10) and len(recipe.folders()) > 10

@@ -33,8 +33,8 @@ class Kill(Exception):
     pass
 
 
-def test_killed_and_resumed_run_is_bit_identical(tmp_path):
-    save_random(tmp_path / "s3", 2, seed=5)
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, tokenizer_dir):
+    save_random(tmp_path / "s3", 2, seed=5, tokenizer_dir=tokenizer_dir)
     data = SyntheticPacked(4, 64, seed=1)  # 2 steps per epoch: the resumed run crosses an epoch
     spec = tiny_spec(4, num_mtp=2, grad_accum=2, max_steps=3)
     full = train(spec, tmp_path / "s3", data, tmp_path / "full")
@@ -121,6 +121,26 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
     assert result.exit_code == 1 and "has no manifest.json" in result.output
 
 
+def test_a_run_whose_model_would_have_no_tokenizer_is_refused_before_training(tmp_path, packed):
+    base = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--data", str(packed), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output == ("error: --init tiny is a size preset (random weights, no tokenizer); pass --tokenizer "
+                             "FOLDER, the --model folder the data was prepared with, so the trained model can be "
+                             "loaded\n")
+    assert not (tmp_path / "out").exists()
+    save_random(tmp_path / "bare", 0, seed=1)
+    result = CliRunner().invoke(app, [*base, "--init", str(tmp_path / "bare"), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "is a folder without tokenizer files; pass --tokenizer" in result.output
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--tokenizer", str(tmp_path / "bare"),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "holds no tokenizer.json or vocab.json" in result.output
+    result = CliRunner().invoke(app, [*base, "--init", "tiny", "--tokenizer", str(tmp_path / "nowhere"),
+                                      "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--tokenizer" in result.output and "is not a folder" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")
 def test_deepspeed_config_without_deepspeed_says_how_to_get_it(tmp_path):
     result = CliRunner().invoke(app, ["train", "--stage", "1", "--init", "tiny", "--data", str(tmp_path),
@@ -162,12 +182,12 @@ def _snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
-    save_random(tmp_path / "init", 1, seed=5)
+def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path, tokenizer_dir):
+    save_random(tmp_path / "init", 1, seed=5, tokenizer_dir=tokenizer_dir)
     data, spec = SyntheticPacked(4, 64, seed=1), tiny_spec(2, max_steps=1)
     train(spec, tmp_path / "init", data, tmp_path / "out")
     before = _snapshot(tmp_path / "out")
-    assert sorted(before) == ["metrics.jsonl", "model/config.json", "model/model.safetensors"]
+    assert {"metrics.jsonl", "model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= set(before)
     with pytest.raises(InputError) as err:
         train(spec, tmp_path / "init", data, tmp_path / "out")
     assert str(err.value) == (f"{tmp_path / 'out'} already holds a run (model/, metrics.jsonl); pass --overwrite to "
@@ -180,8 +200,8 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     assert _snapshot(tmp_path / "out")["model/model.safetensors"] != before["model/model.safetensors"]
 
 
-def test_a_save_killed_with_sigkill_is_removed_and_resume_names_its_checkpoint(tmp_path, packed):
-    save_random(tmp_path / "init", 0, seed=6)
+def test_a_save_killed_with_sigkill_is_removed_and_resume_names_its_checkpoint(tmp_path, packed, tokenizer_dir):
+    save_random(tmp_path / "init", 0, seed=6, tokenizer_dir=tokenizer_dir)
     out = tmp_path / "out"
     args = ["train", "--stage", "1", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "init"),
             "--data", str(packed), "--output-dir", str(out), "--max-steps", "3", "--save-every", "1"]
@@ -201,11 +221,11 @@ def test_a_save_killed_with_sigkill_is_removed_and_resume_names_its_checkpoint(t
     assert [r["step"] for r in rows(out)] == [1, 2, 3]
 
 
-def test_full_disk_during_training_is_one_error_and_leaves_no_partial(tmp_path, full_disk, monkeypatch):
+def test_full_disk_during_training_is_one_error_and_leaves_no_partial(tmp_path, full_disk, monkeypatch, tokenizer_dir):
     import safetensors.torch
     from safetensors import SafetensorError
 
-    save_random(tmp_path / "init", 1, seed=5)
+    save_random(tmp_path / "init", 1, seed=5, tokenizer_dir=tokenizer_dir)
     data, spec = SyntheticPacked(4, 64, seed=1), tiny_spec(2, max_steps=2)
     out = full_disk.folder / "run"
     with pytest.raises(DiskFullError) as err:  # the first metrics row does not fit

@@ -17,7 +17,7 @@ from vita_cli.prepare import progress_bars
     "pack",
     epilog=(
         "Examples:\n\n"
-        "  vita pack recipes/data/stage1.yaml --out packed/stage1\n\n"
+        "  vita pack recipes/data/stage1-3.yaml --out packed/stage1-3\n\n"
         "  vita pack recipes/data/stage4.yaml --out packed/stage4 --seq-len 2048 --ratio '1 4 3 8 4 10'\n\n"
         "The same recipe and --seed give byte-identical shards."
     ),

@@ -36,7 +36,8 @@ def train(
     grad_accum: Optional[int] = typer.Option(None, min=1, help="Override the recipe's gradient accumulation "
                                                               "(keep micro x accum x processes constant)."),
     tokenizer: Optional[Path] = typer.Option(None, help="Folder whose tokenizer files ship with the "
-                                                        "checkpoints (default: those in --init)."),
+                                                        "checkpoints, the one the data was prepared with "
+                                                        "(default: those in --init; needed with a preset)."),
     distributed: Optional[Path] = typer.Option(None, help="DeepSpeed .json or FSDP .yaml from "
                                                           "recipes/distributed (launch with torchrun)."),
     eval_packs: int = typer.Option(16, min=0, help="After an MCTP stage, report each module's top-1 on the "
@@ -44,7 +45,7 @@ def train(
 ) -> None:
     """Train one stage and write checkpoints in the released VITA-Audio format.
 
-    Example: vita train --stage 1 --recipe recipes/tiny --init tiny --data packed/tiny --output-dir runs/s1
+    Example: vita train --stage 1 --recipe recipes/tiny --init tiny --tokenizer ckpt/VITA-Audio-Boost --data packed/tiny --output-dir runs/s1
     """
     from rich.console import Group
     from rich.live import Live

@@ -133,7 +133,8 @@ def read_librispeech(root: Path) -> list[AudioItem]:
     root = Path(root)
     trans = sorted(root.rglob("*.trans.txt"))
     if not trans:
-        raise InputError(f"{root}: no *.trans.txt files (expected a LibriSpeech-style folder)")
+        raise InputError(f"{root}: no *.trans.txt files and no wav.scp; give a LibriSpeech-style folder or a "
+                         "Kaldi folder (wav.scp: `id path` lines, text: `id transcript` lines)")
     items = []
     for t in trans:
         for n, line in enumerate(_lines(t), 1):

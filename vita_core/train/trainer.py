@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vita_core.errors import DiskFullError, InputError
 from vita_core.files import append_line, disk_full, remove_stale, reporting_full_disk, swap_folder, write_text
-from vita_core.model.checkpoint import default_attention, save_model
+from vita_core.model.checkpoint import PRESETS, default_attention, save_model
 from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
 from vita_core.tokens import layout_from_tokenizer
 from vita_core.train.data import EpochSampler, collate, open_packed
@@ -142,6 +142,23 @@ def _side_tokenizer(side_files: list[Path]) -> Any | None:
     from vita_core.tokens import load_tokenizer
 
     return load_tokenizer(side_files[0].parent)
+
+
+def _check_tokenizer(init: str | Path, tokenizer: str | Path | None, side_files: list[Path]) -> None:
+    """Refuse before any work a run whose model would ship without tokenizer files: tts, asr, chat and
+    the next stage could not load it. None is made up here: the ids must be those the data was
+    prepared with, so the fix is to name that tokenizer (`vita prepare --model`'s folder)."""
+    if {p.name for p in side_files} & {"tokenizer.json", "vocab.json"}:
+        return
+    if tokenizer is not None:
+        problem = "holds no tokenizer.json or vocab.json" if Path(tokenizer).is_dir() else "is not a folder"
+        raise InputError(f"--tokenizer {tokenizer} {problem}; give the folder `vita prepare --model` used")
+    if not Path(init).is_dir() and str(init).lower() not in PRESETS:
+        return  # init_model names the mistake: neither a folder nor a preset
+    what = ("a folder without tokenizer files" if Path(init).is_dir()
+            else "a size preset (random weights, no tokenizer)")
+    raise InputError(f"--init {init} is {what}; pass --tokenizer FOLDER, the --model folder the data was "
+                     "prepared with, so the trained model can be loaded")
 
 
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
@@ -271,8 +288,9 @@ def train(
     accelerator.wait_for_everyone()
     start_from = existing[-1] if existing and resume else None
     dataset = open_packed(data, spec.seq_len)
-    set_seed(spec.seed)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
+    _check_tokenizer(init, tokenizer, side)
+    set_seed(spec.seed)
     side_tok = _side_tokenizer(side)
     # a preset starts with the tokenizer's vocabulary (vita-mini's BPE + its codec's codes), not the released one
     tokens = layout_from_tokenizer(side_tok) if side_tok is not None and not Path(init).is_dir() else None
