@@ -18,6 +18,7 @@ import torch
 from vita_core.errors import InputError
 from vita_core.kv_cache import KVCache
 from vita_core.model.attention import causal_mask_for_cache
+from vita_core.model.fast import FastModel, Linear, fast_path_supported
 from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.schedule import BACKBONE, Kind, Layout, LayoutState, Mode, get_mode
 from vita_core.tokens import TokenLayout
@@ -66,11 +67,12 @@ class AudioBlockEvent:
 
 @dataclass
 class ForwardEvent:
-    """One forward pass: which module, how many query positions, how long it took."""
+    """One forward pass: which module, how many query positions, how long it took (with the logits)."""
 
     producer: int
     positions: int
     seconds: float
+    logit_rows: int = 0  # lm_head rows read to choose the token (0: the layout forced it)
 
 
 @dataclass
@@ -103,16 +105,28 @@ class GenerationState:
 
 
 class Engine:
-    """Runs requests on a shared, read-only model."""
+    """Runs requests on a shared, read-only model.
 
-    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout) -> None:
+    `fast=None` takes the CPU fast path (`model.fast.FastModel`: prepacked oneDNN weights, ~20 ops
+    a layer) wherever it is supported (CPU, float32 or bfloat16) and Hugging Face's layers
+    elsewhere; `fast=False` forces the latter (the reference the fast path is tested against).
+    """
+
+    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout, fast: bool | None = None) -> None:
         self.model = model
         self.tokens = tokens
         tokens.check_config(model.config.vocab_size)
         self.device = model.lm_head.weight.device
-        w = model.lm_head.weight
-        self._code_rows = w[tokens.audio_offset : tokens.audio_end]
-        self._eoa_row = w[tokens.end_of_audio : tokens.end_of_audio + 1]
+        if fast and not fast_path_supported(model):
+            raise InputError(f"the fast path needs a CPU model in float32 or bfloat16, not "
+                             f"{self.device.type} {model.lm_head.weight.dtype}; leave it off")
+        self.fast = FastModel(model) if (fast_path_supported(model) if fast is None else fast) else None
+        pack = self.fast is not None
+        w = model.lm_head.weight.detach()
+        # Logits only over the rows a position may choose: the text rows, or the codes + <|end_of_audio|>.
+        self._text_head = Linear(w[: tokens.audio_offset], pack=pack)
+        self._code_head = Linear(torch.cat([w[tokens.audio_offset : tokens.audio_end],
+                                            w[tokens.end_of_audio : tokens.end_of_audio + 1]]), pack=pack)
 
     # ---- forward passes ----
 
@@ -155,52 +169,59 @@ class Engine:
         m, last = self.model, len(state.tokens)
         level = 0 if producer == BACKBONE else producer + 1
         start = state.seen[0] if producer == BACKBONE else state.seen[producer + 1]
-        positions = torch.arange(start, last, device=self.device).unsqueeze(0)
-        if producer == BACKBONE:
-            kv_len = last
-            mask = causal_mask_for_cache(last - start, kv_len, self.device)
-            out = m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)
-            state.hidden[0, start:last] = out[0]
-            state.seen[0] = last
+        if self.fast is not None:
+            if producer == BACKBONE:
+                out = self.fast.backbone(state.embeds[start:last], start, state.cache)
+            else:
+                out = self.fast.mtp(producer, state.token_embeds[start:last], state.hidden[producer, start - 1 : last - 1],
+                                    start, state.cache)
         else:
-            k = producer
-            kv_len = last - (k + 1)
+            positions = torch.arange(start, last, device=self.device).unsqueeze(0)
+            kv_len = last if producer == BACKBONE else last - (producer + 1)
             mask = causal_mask_for_cache(last - start, kv_len, self.device)
-            prev = state.hidden[k, start - 1 : last - 1].unsqueeze(0)
-            out = m.mtp(k, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)
-            if level < state.hidden.shape[0]:
-                state.hidden[level, start:last] = out[0]
-            state.seen[level] = last
-        return out[0, -1], last - start
+            if producer == BACKBONE:
+                out = m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)[0]
+            else:
+                prev = state.hidden[producer, start - 1 : last - 1].unsqueeze(0)
+                out = m.mtp(producer, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)[0]
+        if level < state.hidden.shape[0]:
+            state.hidden[level, start:last] = out
+        state.seen[level] = last
+        return out[-1], last - start
 
     # ---- choosing the next token ----
 
-    def _choose(self, h: torch.Tensor, kind: Kind, state: GenerationState, sampling: Sampling) -> int:
+    def _choose(self, h: torch.Tensor, kind: Kind, state: GenerationState, sampling: Sampling) -> tuple[int, int]:
+        """The next token and how many lm_head rows it took (0 where the layout forces it)."""
         lay = self.tokens
         if kind is Kind.BOA:
-            return lay.begin_of_audio
+            return lay.begin_of_audio, 0
         if kind is Kind.EOA:
-            return lay.end_of_audio
+            return lay.end_of_audio, 0
         if kind in (Kind.CODE, Kind.CODE_OR_EOA):
-            logits = h @ self._code_rows.T
-            if kind is Kind.CODE_OR_EOA:
-                logits = torch.cat([logits, h @ self._eoa_row.T])
-            offset = lay.audio_offset
-            index = self._pick(logits.float(), state, sampling, offset)
-            return offset + index if index < lay.num_codes else lay.end_of_audio
-        logits = self.model.logits(h).float()
-        if kind is not Kind.ANY:
-            logits[lay.audio_offset :] = float("-inf")
-            logits[lay.end_of_audio] = float("-inf")
-            if kind is Kind.AFTER_AUDIO:
-                logits[lay.begin_of_audio] = float("-inf")
-        return self._pick(logits, state, sampling, 0)
+            logits = self._code_head(h.unsqueeze(0))[0]
+            if kind is Kind.CODE:
+                logits = logits[: lay.num_codes]
+            index = self._pick(logits.float(), state, sampling, lay.audio_offset)
+            return (lay.audio_offset + index if index < lay.num_codes else lay.end_of_audio), self._code_head.rows
+        if kind is Kind.ANY:
+            return self._pick(self.model.logits(h).float(), state, sampling, 0), self.model.config.vocab_size
+        text = self._text_head(h.unsqueeze(0))[0].float()
+        # the audio rows are -inf: padding keeps the vector (and so any sampling draw) as the full vocabulary's
+        logits = torch.cat([text, text.new_full((self.model.config.vocab_size - text.shape[0],), float("-inf"))])
+        logits[lay.end_of_audio] = float("-inf")
+        if kind is Kind.AFTER_AUDIO:
+            logits[lay.begin_of_audio] = float("-inf")
+        return self._pick(logits, state, sampling, 0), self._text_head.rows
 
     def _pick(self, logits: torch.Tensor, state: GenerationState, sampling: Sampling, offset: int) -> int:
         if state.presence is not None:
-            seen = state.presence[offset : offset + logits.shape[0]]
-            if offset + logits.shape[0] > state.presence.shape[0]:  # the EOA row after the codes
-                seen = torch.cat([seen, state.presence[self.tokens.end_of_audio : self.tokens.end_of_audio + 1]])
+            lay = self.tokens
+            if offset == lay.audio_offset and logits.shape[0] > lay.num_codes:  # the codes, then <|end_of_audio|>
+                seen = torch.cat([state.presence[offset : lay.audio_end],
+                                  state.presence[lay.end_of_audio : lay.end_of_audio + 1]])
+            else:
+                seen = state.presence[offset : offset + logits.shape[0]]
             p = sampling.repetition_penalty
             logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
         if sampling.temperature == 0:
@@ -255,8 +276,8 @@ class Engine:
                 start = time.perf_counter()
                 h, positions = self._run(state, producer)
                 counts["b" if producer == BACKBONE else "m"] += 1
-                token = self._choose(h, layout.kind(state.layout_state), state, sampling)
-                yield ForwardEvent(producer, positions, time.perf_counter() - start)
+                token, rows = self._choose(h, layout.kind(state.layout_state), state, sampling)
+                yield ForwardEvent(producer, positions, time.perf_counter() - start, rows)
                 state.tokens.append(token)
                 self._embed_new(state, last, last + 1)
                 if state.presence is not None:
