@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from vita_cli.main import app
@@ -9,7 +10,7 @@ from vita_cli.main import app
 
 def test_bench_json_has_every_mode_and_forward_counts():
     result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "28", "--repeats", "1",
-                                      "--warmup", "0", "--modes", "boost,turbo", "--json"])
+                                      "--warmup", "0", "--modes", "boost,turbo", "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     modes = {m["mode"]: m for m in data["modes"]}
@@ -18,6 +19,41 @@ def test_bench_json_has_every_mode_and_forward_counts():
     assert (modes["boost"]["backbone_forwards"], modes["boost"]["mtp_forwards"]) == (8, 20)
     assert (modes["turbo"]["backbone_forwards"], modes["turbo"]["mtp_forwards"]) == (3, 25)
     assert all(m["first_audio_block_ms"] > 0 for m in modes.values())
+    assert data["threads"] >= 1 and data["fast_path"] is True and data["read_gb_per_s"] > 0
+    assert data["hf_generate"] is None
+    for m in modes.values():
+        assert m["limit_tokens_per_s"] > 0 and m["percent_of_limit"] > 0
+    # the limits follow the forward mix: turbo's 3 backbone passes read less than vanilla's 28
+    assert modes["turbo"]["limit_speedup"] > modes["boost"]["limit_speedup"] > 1.0 == modes["vanilla"]["limit_speedup"]
+
+
+def test_bench_against_hf_and_threads():
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "turbo", "--threads", "1", "--against-hf", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["threads"] == 1
+    hf = data["hf_generate"]
+    assert hf["tokens_per_s"] > 0 and abs(hf["vanilla_over_hf"] - data["modes"][0]["tokens_per_s"] / hf["tokens_per_s"]) < 1e-6
+    table = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                     "--warmup", "0", "--modes", "turbo", "--threads", "1"], env={"COLUMNS": "240"})
+    assert table.exit_code == 0 and "1 thread(s)" in table.output and "limit" in table.output
+
+
+def test_hf_backbone_shares_the_weights_and_generates_what_vanilla_does():
+    from vita_core.bench import RELEASED_LAYOUT, hf_backbone
+    from vita_core.generate import Engine, generate_ids
+    from vita_core.model.checkpoint import preset_config, random_model
+
+    model = random_model(preset_config("tiny", num_mtp=2), seed=4, dtype=torch.float32)
+    hf = hf_backbone(model)
+    assert hf.model.embed_tokens.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    prompt = [151644, 872, 198, 40, 1079, 264]
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                          eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    assert generate_ids(Engine(model, RELEASED_LAYOUT), prompt, max_new_tokens=12, stop_ids=()).tokens == ref
 
 
 def test_bench_rejects_bad_flags():
@@ -28,6 +64,8 @@ def test_bench_rejects_bad_flags():
     assert bad.exit_code == 1 and "schedule" in bad.output
     bad = runner.invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "4"])
     assert bad.exit_code == 1 and "--new-tokens 4 is too small" in bad.output
+    bad = runner.invoke(app, ["bench", "--preset", "tiny", "--threads", "0"])
+    assert bad.exit_code == 1 and "--threads 0 must be at least 1" in bad.output
 
 
 def test_decoder_bench_times_every_chunk(decoder_dir):

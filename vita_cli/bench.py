@@ -28,6 +28,8 @@ def bench(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     seed: int = typer.Option(0, help="Seed for weights and prompt."),
+    threads: int | None = typer.Option(None, help="CPU threads; default: the cores other processes leave free."),
+    against_hf: bool = typer.Option(False, "--against-hf", help="Also time Hugging Face generate on the same backbone."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     decoder: str | None = typer.Option(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
@@ -48,21 +50,30 @@ def bench(
     result = bench_modes(
         preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
         repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
-        layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
+        layout=parse_ratio(layout), seed=seed, threads=threads, against_hf=against_hf, progress=lambda msg: err_console.log(msg) if not as_json else None,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table(title=f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, "
-                        f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}")
-    for col in ("mode", "tokens/s", "range", "backbone fwd", "MCTP fwd", "speedup", "first audio block",
-                "ms/backbone", "ms/catch-up", "ms/MCTP"):
+    r = result
+    path = "fast path (prepacked oneDNN)" if r.fast_path else "Hugging Face layers"
+    table = Table(title=f"{preset} ({r.parameters / 1e6:.0f}M params) on {r.device}, {dtype}, {path}, "
+                        f"{r.threads} thread(s), load {r.load_before:.2f} -> {r.load_after:.2f}; "
+                        f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}; "
+                        f"limit = weight bytes read at {r.read_gb_per_s:.1f} GB/s")
+    for col in ("mode", "tokens/s (range)", "backbone / MCTP fwd", "speedup", "limit tok/s (reached)",
+                "limit speedup", "first audio block", "ms/backbone", "ms/catch-up", "ms/MCTP"):
         table.add_column(col, justify="left" if col == "mode" else "right")
-    for m in result.modes:
-        table.add_row(m.mode, f"{m.tokens_per_s:.1f}", f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}",
-                      str(m.backbone_forwards), str(m.mtp_forwards), f"{m.speedup:.2f}x",
+    for m in r.modes:
+        table.add_row(m.mode, f"{m.tokens_per_s:.1f} ({m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f})",
+                      f"{m.backbone_forwards} / {m.mtp_forwards}", f"{m.speedup:.2f}x",
+                      f"{m.limit_tokens_per_s:.1f} ({m.percent_of_limit:.0f}%)", f"{m.limit_speedup:.2f}x",
                       f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.backbone_catchup_ms:.1f}",
                       f"{m.mtp_forward_ms:.1f}")
+    if r.hf_generate is not None:
+        h = r.hf_generate
+        table.add_row("hf generate", f"{h.tokens_per_s:.1f} ({h.tokens_per_s_min:.1f}-{h.tokens_per_s_max:.1f})",
+                      "", f"vanilla {h.vanilla_over_hf:.2f}x", *[""] * 6)
     console.print(table)
 
 

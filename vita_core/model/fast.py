@@ -49,12 +49,6 @@ class Linear:
             return F.linear(x, self.plain, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of weight one call reads (what bounds a one-row call)."""
-        w = self.plain if self.plain is not None else self.packed
-        return self.rows * w.shape[1] * w.element_size() + (0 if self.bias is None else self.bias.nbytes)
-
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -75,7 +69,6 @@ class _Layer:
         self.o = Linear(a.o_proj.weight)
         self.gate_up = Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
         self.down = Linear(mlp.down_proj.weight)
-        self.nbytes = sum(lin.nbytes for lin in (self.qkv, self.o, self.gate_up, self.down)) + 2 * self.norm1.nbytes
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, index: int,
                  mask: torch.Tensor | None) -> torch.Tensor:
@@ -142,12 +135,3 @@ class FastModel:
                        F.rms_norm(prev_hidden, (h,), self.mtp_hidden_norms[k], self.eps)], dim=-1)
         layer = self.num_backbone_layers + k
         return self._run(self.mtp_projs[k](x), start, range(layer, layer + 1), cache)
-
-    def backbone_bytes(self) -> int:
-        """Weight bytes one backbone pass reads (the final norm included)."""
-        return sum(self.layers[i].nbytes for i in range(self.num_backbone_layers)) + self.norm.nbytes
-
-    def mtp_bytes(self, k: int) -> int:
-        """Weight bytes one step of MCTP module k reads."""
-        return (self.layers[self.num_backbone_layers + k].nbytes + self.mtp_projs[k].nbytes
-                + 2 * self.mtp_embed_norms[k].nbytes + self.norm.nbytes)
