@@ -64,8 +64,8 @@ def _last_logits(model, fast: bool):
         emb = model.embed(torch.tensor(PROMPT))
         if fast:
             runner = FastModel(model)
-            h0 = runner.backbone(emb, 0, cache)
-            h1 = runner.mtp(0, emb[1:], h0[:-1], 1, cache)
+            (h0,) = runner.backbone([emb], [0], [cache])
+            (h1,) = runner.mtp(0, [emb[1:]], [h0[:-1]], [1], [cache])
         else:
             t = len(PROMPT)
             h0 = model.backbone(emb[None], torch.arange(t)[None], None)[0]
@@ -107,3 +107,39 @@ def test_repetition_penalty_reaches_end_of_audio_after_the_codes(engines):
     logits[-1], logits[7] = 2.0, 1.5  # EOA first, until its penalty halves it
     assert fast._pick(logits, state, Sampling(repetition_penalty=2.0), LAY.audio_offset) == 7
     assert fast._pick(logits, state, Sampling(), LAY.audio_offset) == LAY.num_codes
+
+
+def _batch(engine, requests):
+    from vita_core.generate import DoneEvent
+
+    done, order = {}, {}
+    for i, event in engine.generate_batch(requests):
+        assert i not in done  # nothing after a request's DoneEvent
+        order.setdefault(i, []).append(event)
+        if isinstance(event, DoneEvent):
+            done[i] = event
+    return [done[i] for i in range(len(requests))], order
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "hf-layers"])
+def test_batched_requests_equal_each_request_alone(engines, fast):
+    from vita_core.generate import Request
+
+    engine = engines[0] if fast else engines[1]
+    first = generate_ids(engine, PROMPT, mode="vanilla", layout=LAYOUTS["boost"], max_new_tokens=3, stop_ids=())
+    requests = [
+        Request(PROMPT, "turbo", LAYOUTS["boost"], max_new_tokens=40, stop_ids=()),
+        Request(PROMPT[:7], "boost", LAYOUTS["strict"], max_new_tokens=33, stop_ids=()),
+        Request(PROMPT[3:], "vanilla", LAYOUTS["free"], max_new_tokens=21, stop_ids=()),
+        Request(PROMPT, "balance", LAYOUTS["boost"], max_new_tokens=40, stop_ids=()),
+        Request(PROMPT, "vanilla", LAYOUTS["boost"], max_new_tokens=30, stop_ids=(first.tokens[2],)),  # stops at 3
+        Request(PROMPT[:-2], [2, 3, 1, 6], LAYOUTS["boost"], max_new_tokens=37, stop_ids=(),
+                sampling=Sampling(temperature=0.8, top_k=20, seed=1)),
+    ]
+    batched, events = _batch(engine, requests)
+    for r, got, evs in zip(requests, batched, events.values()):
+        alone = [e for e in engine.generate(r.prompt, mode=r.mode, layout=r.layout, sampling=r.sampling,
+                                            max_new_tokens=r.max_new_tokens, stop_ids=r.stop_ids)]
+        assert got.tokens == alone[-1].tokens and got.producers == alone[-1].producers
+        assert [type(e) for e in evs] == [type(e) for e in alone]
+    assert batched[4].stop_reason == "stop" and len(batched[4].tokens) == 3

@@ -164,30 +164,37 @@ class Engine:
         if state.token_embeds is not state.embeds:
             state.token_embeds[start:end] = state.embeds[start:end]
 
-    def _run(self, state: GenerationState, producer: int) -> tuple[torch.Tensor, int]:
-        """Catch the producer up to the last token; return its hidden state there and the positions run."""
-        m, last = self.model, len(state.tokens)
+    def _run(self, states: list[GenerationState], producer: int) -> list[tuple[torch.Tensor, int]]:
+        """Catch the producer up to each request's last token in one pass (stacked rows on the fast
+        path); return each one's hidden state there and the positions it ran."""
         level = 0 if producer == BACKBONE else producer + 1
-        start = state.seen[0] if producer == BACKBONE else state.seen[producer + 1]
+        spans = [(s.seen[level], len(s.tokens)) for s in states]
         if self.fast is not None:
+            starts, caches = [a for a, _ in spans], [s.cache for s in states]
             if producer == BACKBONE:
-                out = self.fast.backbone(state.embeds[start:last], start, state.cache)
+                outs = self.fast.backbone([s.embeds[a:b] for s, (a, b) in zip(states, spans)], starts, caches)
             else:
-                out = self.fast.mtp(producer, state.token_embeds[start:last], state.hidden[producer, start - 1 : last - 1],
-                                    start, state.cache)
+                outs = self.fast.mtp(producer, [s.token_embeds[a:b] for s, (a, b) in zip(states, spans)],
+                                     [s.hidden[producer, a - 1 : b - 1] for s, (a, b) in zip(states, spans)],
+                                     starts, caches)
         else:
-            positions = torch.arange(start, last, device=self.device).unsqueeze(0)
-            kv_len = last if producer == BACKBONE else last - (producer + 1)
-            mask = causal_mask_for_cache(last - start, kv_len, self.device)
-            if producer == BACKBONE:
-                out = m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)[0]
-            else:
-                prev = state.hidden[producer, start - 1 : last - 1].unsqueeze(0)
-                out = m.mtp(producer, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)[0]
-        if level < state.hidden.shape[0]:
-            state.hidden[level, start:last] = out
-        state.seen[level] = last
-        return out[-1], last - start
+            outs = [self._run_hf(s, producer, a, b) for s, (a, b) in zip(states, spans)]
+        for s, (a, b), out in zip(states, spans, outs):
+            if level < s.hidden.shape[0]:
+                s.hidden[level, a:b] = out
+            s.seen[level] = b
+        return [(out[-1], b - a) for out, (a, b) in zip(outs, spans)]
+
+    def _run_hf(self, state: GenerationState, producer: int, start: int, last: int) -> torch.Tensor:
+        """One request through Hugging Face's layers (devices and dtypes the fast path does not cover)."""
+        m = self.model
+        positions = torch.arange(start, last, device=self.device).unsqueeze(0)
+        kv_len = last if producer == BACKBONE else last - (producer + 1)
+        mask = causal_mask_for_cache(last - start, kv_len, self.device)
+        if producer == BACKBONE:
+            return m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)[0]
+        prev = state.hidden[producer, start - 1 : last - 1].unsqueeze(0)
+        return m.mtp(producer, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)[0]
 
     # ---- choosing the next token ----
 
@@ -257,54 +264,114 @@ class Engine:
         `prompt_embeds` [len(prompt), H] replaces the backbone's input embeddings of the prompt (a Plus
         checkpoint's audio features); the MCTP modules read the prompt's token embeddings regardless.
         """
-        if not prompt:
-            raise InputError("the prompt is empty")
-        if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens {max_new_tokens} must be at least 1")
-        mode = mode if isinstance(mode, Mode) else get_mode(mode)
-        layout = layout or Layout(None)
-        stops = set(self.tokens.stop_ids if stop_ids is None else stop_ids)
-        lay = self.tokens
-        producers = mode.producers(max_new_tokens, self.model.num_mtp)
+        request = Request(prompt, mode, layout, sampling, max_new_tokens, stop_ids, prompt_embeds)
+        for _, event in self.generate_batch([request]):
+            yield event
+
+    def generate_batch(self, requests: Sequence[Request]) -> Iterator[tuple[int, Event]]:
+        """Run several requests together: yield (request index, event), each request's events in order.
+
+        Each round, the requests whose next position has the same producer share one forward pass
+        (on the fast path: one matmul over their stacked rows, attention over each one's own cache);
+        a request's tokens are its tokens alone, up to float rounding of the stacked matmuls.
+        """
+        running = [self._start(r) for r in requests]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            state = self._new_state(prompt, max_new_tokens, prompt_embeds, sampling)
-            block: list[int] = []
-            blocks, counts, reason = 0, {"b": 0, "m": 0}, "length"
-            for n, producer in enumerate(producers):
-                last = len(state.tokens)
-                start = time.perf_counter()
-                h, positions = self._run(state, producer)
-                counts["b" if producer == BACKBONE else "m"] += 1
-                token, rows = self._choose(h, layout.kind(state.layout_state), state, sampling)
-                yield ForwardEvent(producer, positions, time.perf_counter() - start, rows)
-                state.tokens.append(token)
-                self._embed_new(state, last, last + 1)
-                if state.presence is not None:
-                    state.presence[token] = True
-                state.layout_state = layout.advance(
-                    state.layout_state, token, lay.begin_of_audio, lay.end_of_audio, lay.is_audio_code(token)
-                )
-                if token in stops:
-                    yield TokenEvent(token, n, producer, "stop")
-                    reason = "stop"
-                    break
-                if lay.is_audio_code(token):
-                    block.append(lay.id_to_code(token))
-                    yield TokenEvent(token, n, producer, "audio")
-                elif token == lay.begin_of_audio:
-                    yield TokenEvent(token, n, producer, "begin_audio")
-                elif token == lay.end_of_audio:
-                    yield TokenEvent(token, n, producer, "end_audio")
-                    yield AudioBlockEvent(block, blocks, True, time.perf_counter() - t0)
-                    block, blocks = [], blocks + 1
-                else:
-                    yield TokenEvent(token, n, producer, "text")
-            if block:
-                yield AudioBlockEvent(block, blocks, False, time.perf_counter() - t0)
-            generated = state.tokens[len(prompt) :]
-            yield DoneEvent(generated, producers[: len(generated)], reason, counts["b"], counts["m"],
-                            time.perf_counter() - t0)
+            for r in running:
+                r.state = self._new_state(r.request.prompt, r.request.max_new_tokens, r.request.prompt_embeds,
+                                          r.request.sampling)
+            active = list(range(len(running)))
+            while active:
+                groups: dict[int, list[int]] = {}
+                for i in active:
+                    groups.setdefault(running[i].producers[running[i].n], []).append(i)
+                for producer, members in groups.items():
+                    start = time.perf_counter()
+                    outs = self._run([running[i].state for i in members], producer)
+                    for i, (h, positions) in zip(members, outs):
+                        for event in self._advance(running[i], producer, h, positions, start, t0):
+                            yield i, event
+                active = [i for i in active if not running[i].finished]
+
+    def _start(self, request: Request) -> _Running:
+        if not request.prompt:
+            raise InputError("the prompt is empty")
+        if request.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens {request.max_new_tokens} must be at least 1")
+        mode = request.mode if isinstance(request.mode, Mode) else get_mode(request.mode)
+        stops = set(self.tokens.stop_ids if request.stop_ids is None else request.stop_ids)
+        return _Running(request, request.layout or Layout(None), stops,
+                        mode.producers(request.max_new_tokens, self.model.num_mtp))
+
+    def _advance(self, r: _Running, producer: int, h: torch.Tensor, positions: int, start: float,
+                 t0: float) -> list[Event]:
+        """Choose request r's next token from hidden state h; the events it makes."""
+        lay, state = self.tokens, r.state
+        last = len(state.tokens)
+        r.counts["b" if producer == BACKBONE else "m"] += 1
+        token, rows = self._choose(h, r.layout.kind(state.layout_state), state, r.request.sampling)
+        events: list[Event] = [ForwardEvent(producer, positions, time.perf_counter() - start, rows)]
+        state.tokens.append(token)
+        self._embed_new(state, last, last + 1)
+        if state.presence is not None:
+            state.presence[token] = True
+        state.layout_state = r.layout.advance(
+            state.layout_state, token, lay.begin_of_audio, lay.end_of_audio, lay.is_audio_code(token)
+        )
+        n, r.n = r.n, r.n + 1
+        if token in r.stops:
+            events.append(TokenEvent(token, n, producer, "stop"))
+            r.reason = "stop"
+        elif lay.is_audio_code(token):
+            r.block.append(lay.id_to_code(token))
+            events.append(TokenEvent(token, n, producer, "audio"))
+        elif token == lay.begin_of_audio:
+            events.append(TokenEvent(token, n, producer, "begin_audio"))
+        elif token == lay.end_of_audio:
+            events.append(TokenEvent(token, n, producer, "end_audio"))
+            events.append(AudioBlockEvent(r.block, r.blocks, True, time.perf_counter() - t0))
+            r.block, r.blocks = [], r.blocks + 1
+        else:
+            events.append(TokenEvent(token, n, producer, "text"))
+        if r.reason == "stop" or r.n == len(r.producers):
+            r.finished = True
+            if r.block:
+                events.append(AudioBlockEvent(r.block, r.blocks, False, time.perf_counter() - t0))
+            generated = state.tokens[len(r.request.prompt) :]
+            events.append(DoneEvent(generated, r.producers[: len(generated)], r.reason, r.counts["b"],
+                                    r.counts["m"], time.perf_counter() - t0))
+        return events
+
+
+@dataclass
+class Request:
+    """One generation request (the arguments of `Engine.generate`), for `Engine.generate_batch`."""
+
+    prompt: Sequence[int]
+    mode: str | Sequence[int] | Mode = "vanilla"
+    layout: Layout | None = None
+    sampling: Sampling = Sampling()
+    max_new_tokens: int = 1024
+    stop_ids: Sequence[int] | None = None
+    prompt_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class _Running:
+    """A request inside the loop: its state, schedule and where it is."""
+
+    request: Request
+    layout: Layout
+    stops: set[int]
+    producers: list[int]
+    state: GenerationState | None = None
+    n: int = 0
+    block: list[int] = field(default_factory=list)
+    blocks: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"b": 0, "m": 0})
+    reason: str = "length"
+    finished: bool = False
 
 
 def generate_ids(engine: Engine, prompt: Sequence[int], **kwargs: object) -> DoneEvent:

@@ -5,12 +5,15 @@ pass over the eleven tokens an MCTP run wrote costs several one-token passes; on
 weight reordered once into its blocked layout costs about one, and in bf16 it beats MKL at any
 row count. `FastModel` holds those prepacked copies (q/k/v and gate/up fused into one matmul
 each, so a layer is about twenty ops) and runs the backbone and the MCTP modules on 2-D
-`[positions, hidden]` tensors, writing keys and values straight into a request's `KVCache`.
+`[positions, hidden]` tensors, writing keys and values straight into a request's `KVCache`;
+several requests at once share each matmul (their rows stacked) and attend over their own caches.
 It computes what `VitaAudioForCausalLM.backbone` / `.mtp` compute, up to float rounding; the
 model itself is left untouched and shared.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,15 +73,25 @@ class _Layer:
         self.gate_up = Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
         self.down = Linear(mlp.down_proj.weight)
 
-    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, index: int,
-                 mask: torch.Tensor | None) -> torch.Tensor:
-        t, hidden = x.shape
+    def __call__(self, x: torch.Tensor, segments: list[_Segment], index: int) -> torch.Tensor:
+        """x holds the rows of every segment (request) in turn: matmuls on all rows, attention per request."""
+        hidden = x.shape[1]
         qkv = self.qkv(F.rms_norm(x, (hidden,), self.norm1, self.eps))
+        outs, row = [], 0
+        for seg in segments:
+            outs.append(self._attend(qkv[row : row + seg.rows], seg, index))
+            row += seg.rows
+        x = x + self.o(outs[0] if len(outs) == 1 else torch.cat(outs))
+        gate, up = self.gate_up(F.rms_norm(x, (hidden,), self.norm2, self.eps)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+    def _attend(self, qkv: torch.Tensor, seg: _Segment, index: int) -> torch.Tensor:
+        t, cache = seg.rows, seg.cache
         q, k, v = qkv.split(self.split, dim=-1)
         q = q.view(t, self.heads, self.head_dim).transpose(0, 1).unsqueeze(0)
         k = k.view(t, self.kv_heads, self.head_dim).transpose(0, 1).unsqueeze(0)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q = q * seg.cos + _rotate_half(q) * seg.sin
+        k = k * seg.cos + _rotate_half(k) * seg.sin
         start = cache.lengths[index]
         end = start + t
         if end > cache.max_len:
@@ -87,11 +100,20 @@ class _Layer:
         keys[:, :, start:end] = k
         values[:, :, start:end] = v.view(t, self.kv_heads, self.head_dim).transpose(0, 1)
         cache.lengths[index] = end
-        attn = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
+        attn = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=seg.mask,
                                               enable_gqa=self.heads != self.kv_heads)
-        x = x + self.o(attn[0].transpose(0, 1).reshape(t, -1))
-        gate, up = self.gate_up(F.rms_norm(x, (hidden,), self.norm2, self.eps)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up)
+        return attn[0].transpose(0, 1).reshape(t, -1)
+
+
+@dataclass
+class _Segment:
+    """One request's rows in a batched pass: its rotary angles, cache and causal mask."""
+
+    rows: int
+    cos: torch.Tensor
+    sin: torch.Tensor
+    cache: KVCache
+    mask: torch.Tensor | None
 
 
 class FastModel:
@@ -111,27 +133,30 @@ class FastModel:
         self.mtp_hidden_norms = [n.weight.detach() for n in model.mtp_hidden_norms]
         self.mtp_projs = [Linear(p.weight) for p in model.mtp_projs]
 
-    def _rope(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _segment(self, x: torch.Tensor, start: int, cache: KVCache, layer: int) -> _Segment:
         positions = torch.arange(start, start + x.shape[0]).unsqueeze(0)
         cos, sin = self.model.model.rotary_emb(x, positions)
-        return cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, head_dim]: broadcast over heads
+        mask = causal_mask_for_cache(x.shape[0], cache.lengths[layer] + x.shape[0], x.device)
+        return _Segment(x.shape[0], cos.unsqueeze(1), sin.unsqueeze(1), cache, mask)  # [1, 1, T, d]: all heads
 
-    def _run(self, x: torch.Tensor, start: int, layer_ids: range, cache: KVCache) -> torch.Tensor:
-        cos, sin = self._rope(x, start)
-        t = x.shape[0]
-        mask = causal_mask_for_cache(t, cache.lengths[layer_ids[0]] + t, x.device)  # one length per range
+    def _run(self, xs: list[torch.Tensor], starts: list[int], layer_ids: range, caches: list[KVCache]) -> list[torch.Tensor]:
+        segments = [self._segment(x, s, c, layer_ids[0]) for x, s, c in zip(xs, starts, caches)]
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
         for i in layer_ids:
-            x = self.layers[i](x, cos, sin, cache, i, mask)
-        return F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+            x = self.layers[i](x, segments, i)
+        x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+        return list(x.split([seg.rows for seg in segments]))
 
-    def backbone(self, embeds: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-        """Positions start.. of the LLM: [T, H] input embeddings -> post-norm hidden states h_0."""
-        return self._run(embeds, start, range(self.num_backbone_layers), cache)
+    def backbone(self, embeds: list[torch.Tensor], starts: list[int], caches: list[KVCache]) -> list[torch.Tensor]:
+        """The LLM over each request's new positions: [T_i, H] input embeddings -> post-norm hidden states h_0."""
+        return self._run(embeds, starts, range(self.num_backbone_layers), caches)
 
-    def mtp(self, k: int, embeds: torch.Tensor, prev_hidden: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-        """MCTP module k at positions start..: E(x_p) and h_k(p-1), both [T, H] -> h_{k+1}(p)."""
-        h = embeds.shape[-1]
-        x = torch.cat([F.rms_norm(embeds, (h,), self.mtp_embed_norms[k], self.eps),
-                       F.rms_norm(prev_hidden, (h,), self.mtp_hidden_norms[k], self.eps)], dim=-1)
+    def mtp(self, k: int, embeds: list[torch.Tensor], prev_hidden: list[torch.Tensor], starts: list[int],
+            caches: list[KVCache]) -> list[torch.Tensor]:
+        """MCTP module k per request: E(x_p) and h_k(p-1), both [T_i, H] -> h_{k+1}(p)."""
+        h = embeds[0].shape[-1]
+        x = torch.cat([F.rms_norm(torch.cat(embeds), (h,), self.mtp_embed_norms[k], self.eps),
+                       F.rms_norm(torch.cat(prev_hidden), (h,), self.mtp_hidden_norms[k], self.eps)], dim=-1)
+        x = self.mtp_projs[k](x)
         layer = self.num_backbone_layers + k
-        return self._run(self.mtp_projs[k](x), start, range(layer, layer + 1), cache)
+        return self._run(list(x.split([e.shape[0] for e in embeds])), starts, range(layer, layer + 1), caches)
