@@ -83,3 +83,20 @@ def test_decoder_bench_rejects_bad_flags(decoder_dir):
     assert result.exit_code != 0 and "at least 2 chunks" in result.output
     result = CliRunner().invoke(app, ["bench", "--decoder", "/nonexistent/decoder"])
     assert result.exit_code != 0 and "lacks config.yaml" in result.output
+
+
+def test_bench_batch_reports_total_and_per_request_speed():
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "20", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "turbo", "--threads", "1", "--batch", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["batch"] == 3
+    for m in data["modes"]:
+        assert m["batch_tokens_per_s"] > 0 and m["batch_request_tokens_per_s"] > 0
+        assert len(m["batch_first_audio_block_ms"]) == 3  # 20 strict tokens hold one closed block each
+    table = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                     "--warmup", "0", "--modes", "turbo", "--threads", "1", "--batch", "2",
+                                     "--against-hf"], env={"COLUMNS": "300"})
+    assert table.exit_code == 0 and "batch of 2" in table.output, table.output
+    bad = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--batch", "0"])
+    assert bad.exit_code == 1 and "--batch 0 must be at least 1" in bad.output

@@ -30,6 +30,7 @@ def bench(
     seed: int = typer.Option(0, help="Seed for weights and prompt."),
     threads: int | None = typer.Option(None, help="CPU threads; default: the cores other processes leave free."),
     against_hf: bool = typer.Option(False, "--against-hf", help="Also time Hugging Face generate on the same backbone."),
+    batch: int = typer.Option(1, help="Also run each mode as one batch of N requests (different prompts)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     decoder: str | None = typer.Option(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
@@ -50,7 +51,7 @@ def bench(
     result = bench_modes(
         preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
         repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
-        layout=parse_ratio(layout), seed=seed, threads=threads, against_hf=against_hf, progress=lambda msg: err_console.log(msg) if not as_json else None,
+        layout=parse_ratio(layout), seed=seed, threads=threads, against_hf=against_hf, batch=batch, progress=lambda msg: err_console.log(msg) if not as_json else None,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -64,16 +65,24 @@ def bench(
     for col in ("mode", "tokens/s (range)", "backbone / MCTP fwd", "speedup", "limit tok/s (reached)",
                 "limit speedup", "first audio block", "ms/backbone", "ms/catch-up", "ms/MCTP"):
         table.add_column(col, justify="left" if col == "mode" else "right")
+    if r.batch > 1:
+        table.add_column(f"batch of {r.batch}: tok/s (per request)", justify="right")
+        table.add_column("batch: first audio block", justify="right")
     for m in r.modes:
+        extra = []
+        if r.batch > 1:
+            first = m.batch_first_audio_block_ms
+            extra = [f"{m.batch_tokens_per_s:.1f} ({m.batch_request_tokens_per_s:.1f})",
+                     f"{min(first):.0f}-{max(first):.0f} ms" if first else "none"]
         table.add_row(m.mode, f"{m.tokens_per_s:.1f} ({m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f})",
                       f"{m.backbone_forwards} / {m.mtp_forwards}", f"{m.speedup:.2f}x",
                       f"{m.limit_tokens_per_s:.1f} ({m.percent_of_limit:.0f}%)", f"{m.limit_speedup:.2f}x",
                       f"{m.first_audio_block_ms:.0f} ms", f"{m.backbone_forward_ms:.1f}", f"{m.backbone_catchup_ms:.1f}",
-                      f"{m.mtp_forward_ms:.1f}")
+                      f"{m.mtp_forward_ms:.1f}", *extra)
     if r.hf_generate is not None:
         h = r.hf_generate
         table.add_row("hf generate", f"{h.tokens_per_s:.1f} ({h.tokens_per_s_min:.1f}-{h.tokens_per_s_max:.1f})",
-                      "", f"vanilla {h.vanilla_over_hf:.2f}x", *[""] * 6)
+                      "", f"vanilla {h.vanilla_over_hf:.2f}x", *[""] * (6 + 2 * (r.batch > 1)))
     console.print(table)
 
 

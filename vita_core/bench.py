@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from vita_core.errors import InputError
-from vita_core.generate import AudioBlockEvent, DoneEvent, Engine, ForwardEvent
+from vita_core.generate import AudioBlockEvent, DoneEvent, Engine, ForwardEvent, Request
 from vita_core.model.checkpoint import hf_config, preset_config, random_model
 from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.roofline import WeightBytes, free_cores, limit_tokens_per_s, load_average, read_bandwidth
@@ -49,6 +49,9 @@ class ModeResult:
     percent_of_limit: float = 0.0
     speedup: float = 1.0  # median tokens/s over vanilla's
     limit_speedup: float = 1.0  # this mode's limit over vanilla's
+    batch_tokens_per_s: float = 0.0  # with --batch N: all N requests' tokens over the batch's wall time
+    batch_request_tokens_per_s: float = 0.0  # the median request's own tokens/s inside the batch
+    batch_first_audio_block_ms: list[float] = field(default_factory=list)  # per request
 
 
 @dataclass
@@ -76,6 +79,7 @@ class BenchResult:
     read_gb_per_s: float  # measured read bandwidth the limits use
     load_before: float  # 1-minute load average before and after measuring (the machine is shared)
     load_after: float = 0.0
+    batch: int = 1
     modes: list[ModeResult] = field(default_factory=list)
     hf_generate: HFResult | None = None
 
@@ -152,6 +156,22 @@ def _hf_generate(model: VitaAudioForCausalLM, prompt: list[int], new_tokens: int
     return rates
 
 
+def _batch_run(engine: Engine, prompts: list[list[int]], mode: str, layout: Layout, new_tokens: int) -> dict:
+    """One batch of requests in one mode: total tokens/s, each request's tokens/s and first closed block."""
+    requests = [Request(p, mode, layout, max_new_tokens=new_tokens, stop_ids=()) for p in prompts]
+    first: dict[int, float] = {}
+    rates: list[float] = []
+    start = time.perf_counter()
+    for i, event in engine.generate_batch(requests):
+        if isinstance(event, AudioBlockEvent) and event.closed and i not in first:
+            first[i] = event.seconds
+        elif isinstance(event, DoneEvent):
+            rates.append(len(event.tokens) / event.seconds)
+    elapsed = time.perf_counter() - start
+    return {"total": len(prompts) * new_tokens / elapsed, "request": statistics.median(rates),
+            "first": [1000 * first[i] for i in sorted(first)]}
+
+
 def bench_modes(
     preset: str = "0.5b",
     modes: Sequence[str] = ("vanilla", "balance", "boost", "turbo"),
@@ -165,11 +185,13 @@ def bench_modes(
     seed: int = 0,
     threads: int | None = None,
     against_hf: bool = False,
+    batch: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure every mode on one random-init model; vanilla is always measured for the ratios.
 
-    `threads=None` takes the cores no other process is keeping busy (CPU only).
+    `threads=None` takes the cores no other process is keeping busy (CPU only). `batch` > 1 also runs
+    each mode as one batch of that many requests with different random prompts (`Engine.generate_batch`).
     """
     if new_tokens < 16:
         raise InputError(f"--new-tokens {new_tokens} is too small to measure; use at least 16")
@@ -179,6 +201,8 @@ def bench_modes(
         raise InputError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads {threads} must be at least 1")
+    if batch < 1:
+        raise InputError(f"--batch {batch} must be at least 1")
     names = list(dict.fromkeys(["vanilla", *modes]))
     for name in names:
         get_mode(name)  # validate before the slow part
@@ -188,14 +212,14 @@ def bench_modes(
     torch.set_num_threads(threads or free_cores())
     try:
         return _measure(preset, names, modes, new_tokens, repeats, warmup, prompt_tokens, device, dtype, layout,
-                        seed, against_hf, say)
+                        seed, against_hf, batch, say)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: int, repeats: int, warmup: int,
              prompt_tokens: int, device: str, dtype: str, layout: Sequence[int], seed: int, against_hf: bool,
-             say: Callable[[str], None]) -> BenchResult:
+             batch: int, say: Callable[[str], None]) -> BenchResult:
     load_before = load_average()
     say(f"building a random {preset} model on {device} ({dtype}), {torch.get_num_threads()} thread(s)")
     model = random_model(preset_config(preset), seed=seed, dtype=DTYPES[dtype], device=device)
@@ -208,7 +232,8 @@ def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: in
     weights = WeightBytes.of(model)
     result = BenchResult(preset, device, dtype, new_tokens, prompt_tokens, repeats, list(layout),
                          sum(p.numel() for p in model.parameters()), torch.get_num_threads(), engine.fast is not None,
-                         round(bandwidth / 1e9, 2), load_before)
+                         round(bandwidth / 1e9, 2), load_before, batch=batch)
+    prompts = [prompt] + [torch.randint(0, 151643, (prompt_tokens,), generator=g).tolist() for _ in range(batch - 1)]
     for name in names:
         for i in range(warmup):
             say(f"{name}: warm-up {i + 1}/{warmup}")
@@ -231,6 +256,12 @@ def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: in
             mtp_forward_ms=1000 * statistics.median(per_m) if per_m else 0.0,
             limit_tokens_per_s=limit, percent_of_limit=100 * statistics.median(rates) / limit,
         ))
+        if batch > 1:
+            say(f"{name}: a batch of {batch} requests")
+            b = _batch_run(engine, prompts, name, content, new_tokens)
+            m = result.modes[-1]
+            m.batch_tokens_per_s, m.batch_request_tokens_per_s, m.batch_first_audio_block_ms = (
+                b["total"], b["request"], b["first"])
     base, base_limit = result.modes[0].tokens_per_s, result.modes[0].limit_tokens_per_s
     for m in result.modes:
         m.speedup = m.tokens_per_s / base
