@@ -132,12 +132,24 @@ class FastModel:
         self.mtp_embed_norms = [n.weight.detach() for n in model.mtp_embed_norms]
         self.mtp_hidden_norms = [n.weight.detach() for n in model.mtp_hidden_norms]
         self.mtp_projs = [Linear(p.weight) for p in model.mtp_projs]
+        empty = torch.empty(1, 1, 0, head_dim, dtype=self.norm.dtype)
+        self._rope_table = (empty, empty)
+
+    def _rope(self, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin of positions 0..end-1 and beyond, [1, 1, T, head_dim]; computed once by the model's own
+        rotary module (each angle is one product, so a table holds exactly the per-pass values)."""
+        table = self._rope_table
+        if table[0].shape[2] < end:
+            n = max(end, 2 * table[0].shape[2], 4096)
+            cos, sin = self.model.model.rotary_emb(self.norm, torch.arange(n).unsqueeze(0))
+            table = self._rope_table = (cos.unsqueeze(1), sin.unsqueeze(1))  # one assignment: safe to share
+        return table
 
     def _segment(self, x: torch.Tensor, start: int, cache: KVCache, layer: int) -> _Segment:
-        positions = torch.arange(start, start + x.shape[0]).unsqueeze(0)
-        cos, sin = self.model.model.rotary_emb(x, positions)
-        mask = causal_mask_for_cache(x.shape[0], cache.lengths[layer] + x.shape[0], x.device)
-        return _Segment(x.shape[0], cos.unsqueeze(1), sin.unsqueeze(1), cache, mask)  # [1, 1, T, d]: all heads
+        t = x.shape[0]
+        cos, sin = self._rope(start + t)
+        mask = causal_mask_for_cache(t, cache.lengths[layer] + t, x.device)
+        return _Segment(t, cos[:, :, start : start + t], sin[:, :, start : start + t], cache, mask)
 
     def _run(self, xs: list[torch.Tensor], starts: list[int], layer_ids: range, caches: list[KVCache]) -> list[torch.Tensor]:
         segments = [self._segment(x, s, c, layer_ids[0]) for x, s, c in zip(xs, starts, caches)]
