@@ -53,11 +53,6 @@ class Linear:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class _Layer:
     """One Qwen2 decoder layer: pre-norm attention over the cache, then pre-norm SwiGLU MLP."""
 
@@ -86,22 +81,21 @@ class _Layer:
         return x + self.down(F.silu(gate) * up)
 
     def _attend(self, qkv: torch.Tensor, seg: _Segment, index: int) -> torch.Tensor:
-        t, cache = seg.rows, seg.cache
-        q, k, v = qkv.split(self.split, dim=-1)
-        q = q.view(t, self.heads, self.head_dim).transpose(0, 1).unsqueeze(0)
-        k = k.view(t, self.kv_heads, self.head_dim).transpose(0, 1).unsqueeze(0)
-        q = q * seg.cos + _rotate_half(q) * seg.sin
-        k = k * seg.cos + _rotate_half(k) * seg.sin
+        t, cache, heads = seg.rows, seg.cache, self.heads
+        qkv = qkv.view(t, heads + 2 * self.kv_heads, self.head_dim)
+        qk = qkv[:, : heads + self.kv_heads]  # rotary on q and k in one go: x cos + rotate_half(x) sin
+        qk = qk * seg.cos + qk.roll(self.head_dim // 2, -1) * seg.sin
         start = cache.lengths[index]
         end = start + t
         if end > cache.max_len:
             raise RuntimeError(f"KV cache of layer {index} is full ({cache.max_len} positions)")
         keys, values = cache.keys[index], cache.values[index]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v.view(t, self.kv_heads, self.head_dim).transpose(0, 1)
+        keys[0, :, start:end] = qk[:, heads:].transpose(0, 1)
+        values[0, :, start:end] = qkv[:, heads + self.kv_heads :].transpose(0, 1)
         cache.lengths[index] = end
-        attn = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=seg.mask,
-                                              enable_gqa=self.heads != self.kv_heads)
+        attn = F.scaled_dot_product_attention(qk[:, :heads].transpose(0, 1).unsqueeze(0), keys[:, :, :end],
+                                              values[:, :, :end], attn_mask=seg.mask,
+                                              enable_gqa=heads != self.kv_heads)
         return attn[0].transpose(0, 1).reshape(t, -1)
 
 
@@ -132,24 +126,27 @@ class FastModel:
         self.mtp_embed_norms = [n.weight.detach() for n in model.mtp_embed_norms]
         self.mtp_hidden_norms = [n.weight.detach() for n in model.mtp_hidden_norms]
         self.mtp_projs = [Linear(p.weight) for p in model.mtp_projs]
-        empty = torch.empty(1, 1, 0, head_dim, dtype=self.norm.dtype)
+        empty = torch.empty(0, 1, head_dim, dtype=self.norm.dtype)
         self._rope_table = (empty, empty)
 
     def _rope(self, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin of positions 0..end-1 and beyond, [1, 1, T, head_dim]; computed once by the model's own
-        rotary module (each angle is one product, so a table holds exactly the per-pass values)."""
+        """cos and signed sin of positions 0..end-1 and beyond, [T, 1, head_dim], from the model's own rotary
+        module (each angle is one product, so a table holds exactly the per-pass values). With the sin's
+        first half negated, rotate_half(x) * sin is x.roll(half) * signed sin, bit for bit."""
         table = self._rope_table
-        if table[0].shape[2] < end:
-            n = max(end, 2 * table[0].shape[2], 4096)
+        if table[0].shape[0] < end:
+            n = max(end, 2 * table[0].shape[0], 4096)
             cos, sin = self.model.model.rotary_emb(self.norm, torch.arange(n).unsqueeze(0))
-            table = self._rope_table = (cos.unsqueeze(1), sin.unsqueeze(1))  # one assignment: safe to share
+            half = sin.shape[-1] // 2
+            signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+            table = self._rope_table = (cos[0].unsqueeze(1), signed[0].unsqueeze(1))  # one assignment: safe to share
         return table
 
     def _segment(self, x: torch.Tensor, start: int, cache: KVCache, layer: int) -> _Segment:
         t = x.shape[0]
         cos, sin = self._rope(start + t)
         mask = causal_mask_for_cache(t, cache.lengths[layer] + t, x.device)
-        return _Segment(t, cos[:, :, start : start + t], sin[:, :, start : start + t], cache, mask)
+        return _Segment(t, cos[start : start + t], sin[start : start + t], cache, mask)
 
     def _run(self, xs: list[torch.Tensor], starts: list[int], layer_ids: range, caches: list[KVCache]) -> list[torch.Tensor]:
         segments = [self._segment(x, s, c, layer_ids[0]) for x, s, c in zip(xs, starts, caches)]
