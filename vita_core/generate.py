@@ -127,6 +127,7 @@ class Engine:
         self._text_head = Linear(w[: tokens.audio_offset], pack=pack)
         self._code_head = Linear(torch.cat([w[tokens.audio_offset : tokens.audio_end],
                                             w[tokens.end_of_audio : tokens.end_of_audio + 1]]), pack=pack)
+        self._full_head = Linear(w, pack=False)  # free layouts (Kind.ANY) only
 
     # ---- forward passes ----
 
@@ -198,28 +199,50 @@ class Engine:
 
     # ---- choosing the next token ----
 
-    def _choose(self, h: torch.Tensor, kind: Kind, state: GenerationState, sampling: Sampling) -> tuple[int, int]:
-        """The next token and how many lm_head rows it took (0 where the layout forces it)."""
+    def _head(self, kind: Kind) -> Linear | None:
+        """The lm_head rows a position of this kind may choose from (None: the layout forces the token)."""
+        if kind in (Kind.BOA, Kind.EOA):
+            return None
+        if kind in (Kind.CODE, Kind.CODE_OR_EOA):
+            return self._code_head
+        return self._full_head if kind is Kind.ANY else self._text_head
+
+    def _logits(self, hidden: list[torch.Tensor], kinds: list[Kind]) -> list[torch.Tensor | None]:
+        """Each position's logits over its head's rows: one matmul per head for all positions needing it."""
+        out: list[torch.Tensor | None] = [None] * len(hidden)
+        by_head: dict[int, tuple[Linear, list[int]]] = {}
+        for i, kind in enumerate(kinds):
+            head = self._head(kind)
+            if head is not None:
+                by_head.setdefault(id(head), (head, []))[1].append(i)
+        for head, members in by_head.values():
+            rows = head(torch.stack([hidden[i] for i in members]))
+            for j, i in enumerate(members):
+                out[i] = rows[j]
+        return out
+
+    def _choose(self, logits: torch.Tensor | None, kind: Kind, state: GenerationState, sampling: Sampling) -> int:
+        """The next token from the logits over `_head(kind)`'s rows."""
         lay = self.tokens
         if kind is Kind.BOA:
-            return lay.begin_of_audio, 0
+            return lay.begin_of_audio
         if kind is Kind.EOA:
-            return lay.end_of_audio, 0
+            return lay.end_of_audio
+        assert logits is not None
         if kind in (Kind.CODE, Kind.CODE_OR_EOA):
-            logits = self._code_head(h.unsqueeze(0))[0]
             if kind is Kind.CODE:
                 logits = logits[: lay.num_codes]
             index = self._pick(logits.float(), state, sampling, lay.audio_offset)
-            return (lay.audio_offset + index if index < lay.num_codes else lay.end_of_audio), self._code_head.rows
+            return lay.audio_offset + index if index < lay.num_codes else lay.end_of_audio
         if kind is Kind.ANY:
-            return self._pick(self.model.logits(h).float(), state, sampling, 0), self.model.config.vocab_size
-        text = self._text_head(h.unsqueeze(0))[0].float()
+            return self._pick(logits.float(), state, sampling, 0)
+        text = logits.float()
         # the audio rows are -inf: padding keeps the vector (and so any sampling draw) as the full vocabulary's
         logits = torch.cat([text, text.new_full((self.model.config.vocab_size - text.shape[0],), float("-inf"))])
         logits[lay.end_of_audio] = float("-inf")
         if kind is Kind.AFTER_AUDIO:
             logits[lay.begin_of_audio] = float("-inf")
-        return self._pick(logits, state, sampling, 0), self._text_head.rows
+        return self._pick(logits, state, sampling, 0)
 
     def _pick(self, logits: torch.Tensor, state: GenerationState, sampling: Sampling, offset: int) -> int:
         if state.presence is not None:
@@ -289,8 +312,10 @@ class Engine:
                 for producer, members in groups.items():
                     start = time.perf_counter()
                     outs = self._run([running[i].state for i in members], producer)
-                    for i, (h, positions) in zip(members, outs):
-                        for event in self._advance(running[i], producer, h, positions, start, t0):
+                    kinds = [running[i].layout.kind(running[i].state.layout_state) for i in members]
+                    logits = self._logits([h for h, _ in outs], kinds)
+                    for i, kind, row, (_, positions) in zip(members, kinds, logits, outs):
+                        for event in self._advance(running[i], producer, kind, row, positions, start, t0):
                             yield i, event
                 active = [i for i in active if not running[i].finished]
 
@@ -304,13 +329,14 @@ class Engine:
         return _Running(request, request.layout or Layout(None), stops,
                         mode.producers(request.max_new_tokens, self.model.num_mtp))
 
-    def _advance(self, r: _Running, producer: int, h: torch.Tensor, positions: int, start: float,
-                 t0: float) -> list[Event]:
-        """Choose request r's next token from hidden state h; the events it makes."""
+    def _advance(self, r: _Running, producer: int, kind: Kind, logits: torch.Tensor | None, positions: int,
+                 start: float, t0: float) -> list[Event]:
+        """Choose request r's next token from its logits; the events it makes."""
         lay, state = self.tokens, r.state
         last = len(state.tokens)
         r.counts["b" if producer == BACKBONE else "m"] += 1
-        token, rows = self._choose(h, r.layout.kind(state.layout_state), state, r.request.sampling)
+        token = self._choose(logits, kind, state, r.request.sampling)
+        rows = 0 if logits is None else logits.shape[0]
         events: list[Event] = [ForwardEvent(producer, positions, time.perf_counter() - start, rows)]
         state.tokens.append(token)
         self._embed_new(state, last, last + 1)
