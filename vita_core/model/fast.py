@@ -59,7 +59,6 @@ class _Layer:
     def __init__(self, layer: torch.nn.Module, heads: int, kv_heads: int, head_dim: int, eps: float) -> None:
         a, mlp = layer.self_attn, layer.mlp
         self.heads, self.kv_heads, self.head_dim, self.eps = heads, kv_heads, head_dim, eps
-        self.split = [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim]
         self.norm1 = layer.input_layernorm.weight.detach()
         self.norm2 = layer.post_attention_layernorm.weight.detach()
         self.qkv = Linear(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
