@@ -100,3 +100,20 @@ def test_bench_batch_reports_total_and_per_request_speed():
     assert table.exit_code == 0 and "batch of 2" in table.output, table.output
     bad = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--batch", "0"])
     assert bad.exit_code == 1 and "--batch 0 must be at least 1" in bad.output
+
+
+def test_limit_is_the_forwards_weight_bytes_at_the_read_rate():
+    from vita_core.model.checkpoint import preset_config, random_model
+    from vita_core.roofline import WeightBytes, limit_tokens_per_s
+    from vita_core.schedule import BACKBONE
+
+    model = random_model(preset_config("tiny", num_mtp=2), seed=0, dtype=torch.float32)
+    w = WeightBytes.of(model)
+    layer = sum(p.numel() for p in model.model.layers[0].parameters()) * 4
+    norm = model.config.hidden_size * 4
+    assert w.backbone == model.num_backbone_layers * layer + norm
+    assert w.mtp[1] == layer + 2 * model.config.hidden_size ** 2 * 4 + 3 * norm  # layer, 2H->H proj, 3 norms
+    assert w.logit_row == model.config.hidden_size * 4
+    forwards = [(BACKBONE, 100), (0, 16385), (1, 0)]
+    total = w.backbone + 100 * w.logit_row + w.mtp[0] + 16385 * w.logit_row + w.mtp[1]
+    assert abs(limit_tokens_per_s(w, forwards, 3, 1e9) - 3e9 / total) < 1e-9
