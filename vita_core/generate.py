@@ -107,7 +107,7 @@ class GenerationState:
 class Engine:
     """Runs requests on a shared, read-only model.
 
-    `fast=None` takes the CPU fast path (`model.fast.FastModel`: prepacked oneDNN weights, ~20 ops
+    `fast=None` takes the CPU fast path (`vita_core.model.fast.FastModel`: prepacked oneDNN weights, ~20 ops
     a layer) wherever it is supported (CPU, float32 or bfloat16) and Hugging Face's layers
     elsewhere; `fast=False` forces the latter (the reference the fast path is tested against).
     """
