@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from vita_cli.main import app
@@ -9,7 +10,7 @@ from vita_cli.main import app
 
 def test_bench_json_has_every_mode_and_forward_counts():
     result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "28", "--repeats", "1",
-                                      "--warmup", "0", "--modes", "boost,turbo", "--json"])
+                                      "--warmup", "0", "--modes", "boost,turbo", "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     modes = {m["mode"]: m for m in data["modes"]}
@@ -18,6 +19,41 @@ def test_bench_json_has_every_mode_and_forward_counts():
     assert (modes["boost"]["backbone_forwards"], modes["boost"]["mtp_forwards"]) == (8, 20)
     assert (modes["turbo"]["backbone_forwards"], modes["turbo"]["mtp_forwards"]) == (3, 25)
     assert all(m["first_audio_block_ms"] > 0 for m in modes.values())
+    assert data["threads"] >= 1 and data["fast_path"] is True and data["read_gb_per_s"] > 0
+    assert data["hf_generate"] is None
+    for m in modes.values():
+        assert m["limit_tokens_per_s"] > 0 and m["percent_of_limit"] > 0
+    # the limits follow the forward mix: turbo's 3 backbone passes read less than vanilla's 28
+    assert modes["turbo"]["limit_speedup"] > modes["boost"]["limit_speedup"] > 1.0 == modes["vanilla"]["limit_speedup"]
+
+
+def test_bench_against_hf_and_threads():
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "turbo", "--threads", "1", "--against-hf", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["threads"] == 1
+    hf = data["hf_generate"]
+    assert hf["tokens_per_s"] > 0 and abs(hf["vanilla_over_hf"] - data["modes"][0]["tokens_per_s"] / hf["tokens_per_s"]) < 1e-6
+    table = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                     "--warmup", "0", "--modes", "turbo", "--threads", "1"], env={"COLUMNS": "240"})
+    assert table.exit_code == 0 and "1 thread(s)" in table.output and "limit" in table.output
+
+
+def test_hf_backbone_shares_the_weights_and_generates_what_vanilla_does():
+    from vita_core.bench import RELEASED_LAYOUT, hf_backbone
+    from vita_core.generate import Engine, generate_ids
+    from vita_core.model.checkpoint import preset_config, random_model
+
+    model = random_model(preset_config("tiny", num_mtp=2), seed=4, dtype=torch.float32)
+    hf = hf_backbone(model)
+    assert hf.model.embed_tokens.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    prompt = [151644, 872, 198, 40, 1079, 264]
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                          eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    assert generate_ids(Engine(model, RELEASED_LAYOUT), prompt, max_new_tokens=12, stop_ids=()).tokens == ref
 
 
 def test_bench_rejects_bad_flags():
@@ -28,6 +64,8 @@ def test_bench_rejects_bad_flags():
     assert bad.exit_code == 1 and "schedule" in bad.output
     bad = runner.invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "4"])
     assert bad.exit_code == 1 and "--new-tokens 4 is too small" in bad.output
+    bad = runner.invoke(app, ["bench", "--preset", "tiny", "--threads", "0"])
+    assert bad.exit_code == 1 and "--threads 0 must be at least 1" in bad.output
 
 
 def test_decoder_bench_times_every_chunk(decoder_dir):
@@ -61,6 +99,8 @@ def test_bench_sizes_the_preset_by_a_tokenizer(small_tokenizer_dir, small_tokeni
     assert data["parameters"] == sum(p.numel() for p in random_model(config).parameters())
     boost = next(m for m in data["modes"] if m["mode"] == "boost")
     assert (boost["backbone_forwards"], boost["mtp_forwards"]) == (8, 20) and boost["first_audio_block_ms"] > 0
+
+
 TINY = ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1", "--warmup", "0"]
 
 
@@ -68,11 +108,11 @@ def test_table_fits_80_columns_and_each_mode_shows_as_it_finishes():
     r = CliRunner().invoke(app, [*TINY, "--modes", "boost"], env={"COLUMNS": "80"}, terminal_width=80)
     assert r.exit_code == 0, r.output
     assert max(len(line) for line in r.stdout.splitlines()) <= 80 and "…" not in r.stdout
-    for header in ("tokens/s", "speedup", "first audio block", "backbone fwd", "MCTP fwd", "ms/backbone",
-                   "ms/catch-up", "ms/MCTP"):
+    for header in ("tokens/s", "speedup", "first audio block", "limit tok/s", "% of limit", "limit speedup",
+                   "backbone fwd", "MCTP fwd", "ms/backbone", "ms/catch-up", "ms/MCTP"):
         assert header in r.stdout, header  # whole, on one line
     rows = [line for line in r.stdout.splitlines() if line.startswith("│ boost")]
-    assert len(rows) == 2 and "x │" in rows[0]  # the speed table and the forwards table
+    assert len(rows) == 3 and "x │" in rows[0]  # the speed, the limit and the forwards tables
     log = r.stderr.splitlines()
     done = next(i for i, line in enumerate(log) if line.startswith("vanilla: ") and "tokens/s (1.00x)" in line)
     assert done < next(i for i, line in enumerate(log) if "boost: run 1/1" in line)
@@ -98,3 +138,35 @@ def test_ctrl_c_still_shows_the_finished_modes(monkeypatch):
     assert r.exit_code == 130
     data = json.loads(r.stdout)
     assert data["interrupted"] and [m["mode"] for m in data["modes"]] == ["vanilla", "boost"]
+def test_bench_batch_reports_total_and_per_request_speed():
+    result = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "20", "--repeats", "1",
+                                      "--warmup", "0", "--modes", "turbo", "--threads", "1", "--batch", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["batch"] == 3
+    for m in data["modes"]:
+        assert m["batch_tokens_per_s"] > 0 and m["batch_request_tokens_per_s"] > 0
+        assert len(m["batch_first_audio_block_ms"]) == 3  # 20 strict tokens hold one closed block each
+    table = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--new-tokens", "16", "--repeats", "1",
+                                     "--warmup", "0", "--modes", "turbo", "--threads", "1", "--batch", "2",
+                                     "--against-hf"], env={"COLUMNS": "300"})
+    assert table.exit_code == 0 and "batch of 2" in table.output, table.output
+    bad = CliRunner().invoke(app, ["bench", "--preset", "tiny", "--batch", "0"])
+    assert bad.exit_code == 1 and "--batch 0 must be at least 1" in bad.output
+
+
+def test_limit_is_the_forwards_weight_bytes_at_the_read_rate():
+    from vita_core.model.checkpoint import preset_config, random_model
+    from vita_core.roofline import WeightBytes, limit_tokens_per_s
+    from vita_core.schedule import BACKBONE
+
+    model = random_model(preset_config("tiny", num_mtp=2), seed=0, dtype=torch.float32)
+    w = WeightBytes.of(model)
+    layer = sum(p.numel() for p in model.model.layers[0].parameters()) * 4
+    norm = model.config.hidden_size * 4
+    assert w.backbone == model.num_backbone_layers * layer + norm
+    assert w.mtp[1] == layer + 2 * model.config.hidden_size ** 2 * 4 + 3 * norm  # layer, 2H->H proj, 3 norms
+    assert w.logit_row == model.config.hidden_size * 4
+    forwards = [(BACKBONE, 100), (0, 16385), (1, 0)]
+    total = w.backbone + 100 * w.logit_row + w.mtp[0] + 16385 * w.logit_row + w.mtp[1]
+    assert abs(limit_tokens_per_s(w, forwards, 3, 1e9) - 3e9 / total) < 1e-9

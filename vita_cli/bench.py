@@ -33,6 +33,9 @@ def bench(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     seed: int = typer.Option(0, help="Seed for weights and prompt."),
+    threads: int | None = typer.Option(None, help="CPU threads; default: the cores other processes leave free."),
+    against_hf: bool = typer.Option(False, "--against-hf", help="Also time Hugging Face generate on the same backbone."),
+    batch: int = typer.Option(1, help="Also run each mode as one batch of N requests (different prompts)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     decoder: str | None = typer.Option(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
@@ -68,7 +71,8 @@ def bench(
         result = bench_modes(
             preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
             repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
-            layout=parse_ratio(layout), seed=seed, progress=lambda msg: err_console.log(msg) if not as_json else None,
+            layout=parse_ratio(layout), seed=seed, threads=threads, against_hf=against_hf,
+            batch=batch, progress=lambda msg: err_console.log(msg) if not as_json else None,
             on_mode=on_mode, tokens=tokens,
         )
     except KeyboardInterrupt:
@@ -79,8 +83,9 @@ def bench(
 
 
 SPEED_COLUMNS = ("mode", "tokens/s", "range", "speedup", "first audio block")
+LIMIT_COLUMNS = ("mode", "limit tok/s", "% of limit", "limit speedup")
 FORWARD_COLUMNS = ("mode", "backbone fwd", "MCTP fwd", "ms/backbone", "ms/catch-up", "ms/MCTP")
-WIDE = 130  # below this many columns the one table would squeeze its cells: two narrower tables instead
+WIDE = 190  # below this many columns the one table would squeeze its cells: narrower tables instead
 
 
 def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: int, new_tokens: int, repeats: int,
@@ -89,22 +94,45 @@ def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: in
     if as_json:
         typer.echo(json.dumps({**result.to_dict(), "interrupted": partial}, indent=2))
         return
-    title = (f"{preset} ({result.parameters / 1e6:.0f}M params) on {result.device}, {dtype}, {prompt_tokens}-token "
-             f"prompt, {new_tokens} new tokens, median of {repeats}" + (" (interrupted)" if partial else ""))
+    r = result
+    path = "fast path (prepacked oneDNN)" if r.fast_path else "Hugging Face layers"
+    title = (f"{preset} ({r.parameters / 1e6:.0f}M params) on {r.device}, {dtype}, {path}, {r.threads} "
+             f"thread{'s' if r.threads != 1 else ''}, load {r.load_before:.2f} -> {r.load_after:.2f}; "
+             f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}; limit = weight bytes "
+             f"read at {r.read_gb_per_s:.1f} GB/s" + (" (interrupted)" if partial else ""))
     cells = [{
         "mode": m.mode, "tokens/s": f"{m.tokens_per_s:.1f}",
         "range": f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}", "backbone fwd": str(m.backbone_forwards),
         "MCTP fwd": str(m.mtp_forwards), "speedup": f"{m.speedup:.2f}x",
         "first audio block": f"{m.first_audio_block_ms:.0f} ms", "ms/backbone": f"{m.backbone_forward_ms:.1f}",
-        "ms/catch-up": f"{m.backbone_catchup_ms:.1f}", "ms/MCTP": f"{m.mtp_forward_ms:.1f}"} for m in result.modes]
-    layouts = [SPEED_COLUMNS + FORWARD_COLUMNS[1:]] if console.width >= WIDE else [SPEED_COLUMNS, FORWARD_COLUMNS]
+        "ms/catch-up": f"{m.backbone_catchup_ms:.1f}", "ms/MCTP": f"{m.mtp_forward_ms:.1f}",
+        "limit tok/s": f"{m.limit_tokens_per_s:.1f}", "% of limit": f"{m.percent_of_limit:.0f}%",
+        "limit speedup": f"{m.limit_speedup:.2f}x", **_batch_cells(m, r.batch)} for m in r.modes]
+    if r.hf_generate is not None:
+        h = r.hf_generate
+        cells.append({"mode": "hf generate", "tokens/s": f"{h.tokens_per_s:.1f}",
+                      "range": f"{h.tokens_per_s_min:.1f}-{h.tokens_per_s_max:.1f}",
+                      "speedup": f"{1 / h.vanilla_over_hf:.2f}x"})
+    limit = LIMIT_COLUMNS + ((f"batch of {r.batch} tok/s", "per request", "batch first audio") if r.batch > 1 else ())
+    layouts = ([SPEED_COLUMNS + limit[1:] + FORWARD_COLUMNS[1:]] if console.width >= WIDE
+               else [SPEED_COLUMNS, limit, FORWARD_COLUMNS])
     for n, columns in enumerate(layouts):
         table = Table(title=title if n == 0 else None)
         for col in columns:
             table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
         for row in cells:
-            table.add_row(*(row[col] for col in columns))
+            if n == 0 or row["mode"] != "hf generate":
+                table.add_row(*(row.get(col, "") for col in columns))
         console.print(table)
+
+
+def _batch_cells(m, batch: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A mode's batched figures: total tok/s, the median request's tok/s, the range of first audio blocks."""
+    if batch <= 1:
+        return {}
+    first = m.batch_first_audio_block_ms
+    return {f"batch of {batch} tok/s": f"{m.batch_tokens_per_s:.1f}", "per request": f"{m.batch_request_tokens_per_s:.1f}",
+            "batch first audio": f"{min(first):.0f}-{max(first):.0f} ms" if first else "none"}
 
 
 def _bench_decoder(decoder: str, chunks: int, device: str, dtype: str, seed: int, as_json: bool) -> None:

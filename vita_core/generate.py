@@ -18,6 +18,7 @@ import torch
 from vita_core.errors import InputError
 from vita_core.kv_cache import KVCache
 from vita_core.model.attention import causal_mask_for_cache
+from vita_core.model.fast import FastModel, Linear, fast_path_supported
 from vita_core.model.modeling import VitaAudioForCausalLM
 from vita_core.schedule import BACKBONE, Kind, Layout, LayoutState, Mode, get_mode
 from vita_core.tokens import TokenLayout
@@ -66,11 +67,12 @@ class AudioBlockEvent:
 
 @dataclass
 class ForwardEvent:
-    """One forward pass: which module, how many query positions, how long it took."""
+    """One forward pass: which module, how many query positions, how long it took (with the logits)."""
 
     producer: int
     positions: int
     seconds: float
+    logit_rows: int = 0  # lm_head rows read to choose the token (0: the layout forced it)
 
 
 @dataclass
@@ -103,16 +105,29 @@ class GenerationState:
 
 
 class Engine:
-    """Runs requests on a shared, read-only model."""
+    """Runs requests on a shared, read-only model.
 
-    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout) -> None:
+    `fast=None` takes the CPU fast path (`vita_core.model.fast.FastModel`: prepacked oneDNN weights, ~20 ops
+    a layer) wherever it is supported (CPU, float32 or bfloat16) and Hugging Face's layers
+    elsewhere; `fast=False` forces the latter (the reference the fast path is tested against).
+    """
+
+    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout, fast: bool | None = None) -> None:
         self.model = model
         self.tokens = tokens
         tokens.check_config(model.config.vocab_size)
         self.device = model.lm_head.weight.device
-        w = model.lm_head.weight
-        self._code_rows = w[tokens.audio_offset : tokens.audio_end]
-        self._eoa_row = w[tokens.end_of_audio : tokens.end_of_audio + 1]
+        if fast and not fast_path_supported(model):
+            raise InputError(f"the fast path needs a CPU model in float32 or bfloat16, not "
+                             f"{self.device.type} {model.lm_head.weight.dtype}; leave it off")
+        self.fast = FastModel(model) if (fast_path_supported(model) if fast is None else fast) else None
+        pack = self.fast is not None
+        w = model.lm_head.weight.detach()
+        # Logits only over the rows a position may choose: the text rows, or the codes + <|end_of_audio|>.
+        self._text_head = Linear(w[: tokens.audio_offset], pack=pack)
+        self._code_head = Linear(torch.cat([w[tokens.audio_offset : tokens.audio_end],
+                                            w[tokens.end_of_audio : tokens.end_of_audio + 1]]), pack=pack)
+        self._full_head = Linear(w, pack=False)  # free layouts (Kind.ANY) only
 
     # ---- forward passes ----
 
@@ -150,57 +165,93 @@ class Engine:
         if state.token_embeds is not state.embeds:
             state.token_embeds[start:end] = state.embeds[start:end]
 
-    def _run(self, state: GenerationState, producer: int) -> tuple[torch.Tensor, int]:
-        """Catch the producer up to the last token; return its hidden state there and the positions run."""
-        m, last = self.model, len(state.tokens)
+    def _run(self, states: list[GenerationState], producer: int) -> list[tuple[torch.Tensor, int]]:
+        """Catch the producer up to each request's last token in one pass (stacked rows on the fast
+        path); return each one's hidden state there and the positions it ran."""
         level = 0 if producer == BACKBONE else producer + 1
-        start = state.seen[0] if producer == BACKBONE else state.seen[producer + 1]
-        positions = torch.arange(start, last, device=self.device).unsqueeze(0)
-        if producer == BACKBONE:
-            kv_len = last
-            mask = causal_mask_for_cache(last - start, kv_len, self.device)
-            out = m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)
-            state.hidden[0, start:last] = out[0]
-            state.seen[0] = last
+        spans = [(s.seen[level], len(s.tokens)) for s in states]
+        if self.fast is not None:
+            starts, caches = [a for a, _ in spans], [s.cache for s in states]
+            if producer == BACKBONE:
+                outs = self.fast.backbone([s.embeds[a:b] for s, (a, b) in zip(states, spans)], starts, caches)
+            else:
+                outs = self.fast.mtp(producer, [s.token_embeds[a:b] for s, (a, b) in zip(states, spans)],
+                                     [s.hidden[producer, a - 1 : b - 1] for s, (a, b) in zip(states, spans)],
+                                     starts, caches)
         else:
-            k = producer
-            kv_len = last - (k + 1)
-            mask = causal_mask_for_cache(last - start, kv_len, self.device)
-            prev = state.hidden[k, start - 1 : last - 1].unsqueeze(0)
-            out = m.mtp(k, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)
-            if level < state.hidden.shape[0]:
-                state.hidden[level, start:last] = out[0]
-            state.seen[level] = last
-        return out[0, -1], last - start
+            outs = [self._run_hf(s, producer, a, b) for s, (a, b) in zip(states, spans)]
+        for s, (a, b), out in zip(states, spans, outs):
+            if level < s.hidden.shape[0]:
+                s.hidden[level, a:b] = out
+            s.seen[level] = b
+        return [(out[-1], b - a) for out, (a, b) in zip(outs, spans)]
+
+    def _run_hf(self, state: GenerationState, producer: int, start: int, last: int) -> torch.Tensor:
+        """One request through Hugging Face's layers (devices and dtypes the fast path does not cover)."""
+        m = self.model
+        positions = torch.arange(start, last, device=self.device).unsqueeze(0)
+        kv_len = last if producer == BACKBONE else last - (producer + 1)
+        mask = causal_mask_for_cache(last - start, kv_len, self.device)
+        if producer == BACKBONE:
+            return m.backbone(state.embeds[start:last].unsqueeze(0), positions, mask, state.cache)[0]
+        prev = state.hidden[producer, start - 1 : last - 1].unsqueeze(0)
+        return m.mtp(producer, state.token_embeds[start:last].unsqueeze(0), prev, positions, mask, state.cache)[0]
 
     # ---- choosing the next token ----
 
-    def _choose(self, h: torch.Tensor, kind: Kind, state: GenerationState, sampling: Sampling) -> int:
+    def _head(self, kind: Kind) -> Linear | None:
+        """The lm_head rows a position of this kind may choose from (None: the layout forces the token)."""
+        if kind in (Kind.BOA, Kind.EOA):
+            return None
+        if kind in (Kind.CODE, Kind.CODE_OR_EOA):
+            return self._code_head
+        return self._full_head if kind is Kind.ANY else self._text_head
+
+    def _logits(self, hidden: list[torch.Tensor], kinds: list[Kind]) -> list[torch.Tensor | None]:
+        """Each position's logits over its head's rows: one matmul per head for all positions needing it."""
+        out: list[torch.Tensor | None] = [None] * len(hidden)
+        by_head: dict[int, tuple[Linear, list[int]]] = {}
+        for i, kind in enumerate(kinds):
+            head = self._head(kind)
+            if head is not None:
+                by_head.setdefault(id(head), (head, []))[1].append(i)
+        for head, members in by_head.values():
+            rows = head(torch.stack([hidden[i] for i in members]))
+            for j, i in enumerate(members):
+                out[i] = rows[j]
+        return out
+
+    def _choose(self, logits: torch.Tensor | None, kind: Kind, state: GenerationState, sampling: Sampling) -> int:
+        """The next token from the logits over `_head(kind)`'s rows."""
         lay = self.tokens
         if kind is Kind.BOA:
             return lay.begin_of_audio
         if kind is Kind.EOA:
             return lay.end_of_audio
+        assert logits is not None
         if kind in (Kind.CODE, Kind.CODE_OR_EOA):
-            logits = h @ self._code_rows.T
-            if kind is Kind.CODE_OR_EOA:
-                logits = torch.cat([logits, h @ self._eoa_row.T])
-            offset = lay.audio_offset
-            index = self._pick(logits.float(), state, sampling, offset)
-            return offset + index if index < lay.num_codes else lay.end_of_audio
-        logits = self.model.logits(h).float()
-        if kind is not Kind.ANY:
-            logits[lay.audio_offset :] = float("-inf")
-            logits[lay.end_of_audio] = float("-inf")
-            if kind is Kind.AFTER_AUDIO:
-                logits[lay.begin_of_audio] = float("-inf")
+            if kind is Kind.CODE:
+                logits = logits[: lay.num_codes]
+            index = self._pick(logits.float(), state, sampling, lay.audio_offset)
+            return lay.audio_offset + index if index < lay.num_codes else lay.end_of_audio
+        if kind is Kind.ANY:
+            return self._pick(logits.float(), state, sampling, 0)
+        text = logits.float()
+        # the audio rows are -inf: padding keeps the vector (and so any sampling draw) as the full vocabulary's
+        logits = torch.cat([text, text.new_full((self.model.config.vocab_size - text.shape[0],), float("-inf"))])
+        logits[lay.end_of_audio] = float("-inf")
+        if kind is Kind.AFTER_AUDIO:
+            logits[lay.begin_of_audio] = float("-inf")
         return self._pick(logits, state, sampling, 0)
 
     def _pick(self, logits: torch.Tensor, state: GenerationState, sampling: Sampling, offset: int) -> int:
         if state.presence is not None:
-            seen = state.presence[offset : offset + logits.shape[0]]
-            if offset + logits.shape[0] > state.presence.shape[0]:  # the EOA row after the codes
-                seen = torch.cat([seen, state.presence[self.tokens.end_of_audio : self.tokens.end_of_audio + 1]])
+            lay = self.tokens
+            if offset == lay.audio_offset and logits.shape[0] > lay.num_codes:  # the codes, then <|end_of_audio|>
+                seen = torch.cat([state.presence[offset : lay.audio_end],
+                                  state.presence[lay.end_of_audio : lay.end_of_audio + 1]])
+            else:
+                seen = state.presence[offset : offset + logits.shape[0]]
             p = sampling.repetition_penalty
             logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
         if sampling.temperature == 0:
@@ -238,61 +289,124 @@ class Engine:
         `prompt_embeds` [len(prompt), H] replaces the backbone's input embeddings of the prompt (a Plus
         checkpoint's audio features); the MCTP modules read the prompt's token embeddings regardless.
         """
-        if not prompt:
-            raise InputError("the prompt is empty")
-        if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens {max_new_tokens} must be at least 1")
-        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
-        if context:
-            if len(prompt) >= context:
-                raise InputError(f"the prompt is {len(prompt)} tokens, more than the model's context of {context} "
-                                 "positions (max_position_embeddings); shorten the text, audio or history")
-            # the state is allocated for prompt + budget: never past the context, however large the budget
-            max_new_tokens = min(max_new_tokens, context - len(prompt))
-        mode = mode if isinstance(mode, Mode) else get_mode(mode)
-        layout = layout or Layout(None)
-        stops = set(self.tokens.stop_ids if stop_ids is None else stop_ids)
-        lay = self.tokens
-        producers = mode.producers(max_new_tokens, self.model.num_mtp)
+        request = Request(prompt, mode, layout, sampling, max_new_tokens, stop_ids, prompt_embeds)
+        for _, event in self.generate_batch([request]):
+            yield event
+
+    def generate_batch(self, requests: Sequence[Request]) -> Iterator[tuple[int, Event]]:
+        """Run several requests together: yield (request index, event), each request's events in order.
+
+        Each round, the requests whose next position has the same producer share one forward pass
+        (on the fast path: one matmul over their stacked rows, attention over each one's own cache);
+        a request's tokens are its tokens alone, up to float rounding of the stacked matmuls.
+        """
+        running = [self._start(r) for r in requests]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            state = self._new_state(prompt, max_new_tokens, prompt_embeds, sampling)
-            block: list[int] = []
-            blocks, counts, reason = 0, {"b": 0, "m": 0}, "length"
-            for n, producer in enumerate(producers):
-                last = len(state.tokens)
-                start = time.perf_counter()
-                h, positions = self._run(state, producer)
-                counts["b" if producer == BACKBONE else "m"] += 1
-                token = self._choose(h, layout.kind(state.layout_state), state, sampling)
-                yield ForwardEvent(producer, positions, time.perf_counter() - start)
-                state.tokens.append(token)
-                self._embed_new(state, last, last + 1)
-                if state.presence is not None:
-                    state.presence[token] = True
-                state.layout_state = layout.advance(
-                    state.layout_state, token, lay.begin_of_audio, lay.end_of_audio, lay.is_audio_code(token)
-                )
-                if token in stops:
-                    yield TokenEvent(token, n, producer, "stop")
-                    reason = "stop"
-                    break
-                if lay.is_audio_code(token):
-                    block.append(lay.id_to_code(token))
-                    yield TokenEvent(token, n, producer, "audio")
-                elif token == lay.begin_of_audio:
-                    yield TokenEvent(token, n, producer, "begin_audio")
-                elif token == lay.end_of_audio:
-                    yield TokenEvent(token, n, producer, "end_audio")
-                    yield AudioBlockEvent(block, blocks, True, time.perf_counter() - t0)
-                    block, blocks = [], blocks + 1
-                else:
-                    yield TokenEvent(token, n, producer, "text")
-            if block:
-                yield AudioBlockEvent(block, blocks, False, time.perf_counter() - t0)
-            generated = state.tokens[len(prompt) :]
-            yield DoneEvent(generated, producers[: len(generated)], reason, counts["b"], counts["m"],
-                            time.perf_counter() - t0)
+            for r in running:
+                r.state = self._new_state(r.request.prompt, len(r.producers), r.request.prompt_embeds,
+                                          r.request.sampling)
+            active = list(range(len(running)))
+            while active:
+                groups: dict[int, list[int]] = {}
+                for i in active:
+                    groups.setdefault(running[i].producers[running[i].n], []).append(i)
+                for producer, members in groups.items():
+                    start = time.perf_counter()
+                    outs = self._run([running[i].state for i in members], producer)
+                    kinds = [running[i].layout.kind(running[i].state.layout_state) for i in members]
+                    logits = self._logits([h for h, _ in outs], kinds)
+                    for i, kind, row, (_, positions) in zip(members, kinds, logits, outs):
+                        for event in self._advance(running[i], producer, kind, row, positions, start, t0):
+                            yield i, event
+                active = [i for i in active if not running[i].finished]
+
+    def _start(self, request: Request) -> _Running:
+        if not request.prompt:
+            raise InputError("the prompt is empty")
+        if request.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens {request.max_new_tokens} must be at least 1")
+        budget = request.max_new_tokens
+        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        if context:
+            if len(request.prompt) >= context:
+                raise InputError(f"the prompt is {len(request.prompt)} tokens, more than the model's context of "
+                                 f"{context} positions (max_position_embeddings); shorten the text, audio or history")
+            # the state is allocated for prompt + budget: never past the context, however large the budget
+            budget = min(budget, context - len(request.prompt))
+        mode = request.mode if isinstance(request.mode, Mode) else get_mode(request.mode)
+        stops = set(self.tokens.stop_ids if request.stop_ids is None else request.stop_ids)
+        return _Running(request, request.layout or Layout(None), stops, mode.producers(budget, self.model.num_mtp))
+
+    def _advance(self, r: _Running, producer: int, kind: Kind, logits: torch.Tensor | None, positions: int,
+                 start: float, t0: float) -> list[Event]:
+        """Choose request r's next token from its logits; the events it makes."""
+        lay, state = self.tokens, r.state
+        last = len(state.tokens)
+        r.counts["b" if producer == BACKBONE else "m"] += 1
+        token = self._choose(logits, kind, state, r.request.sampling)
+        rows = 0 if logits is None else logits.shape[0]
+        events: list[Event] = [ForwardEvent(producer, positions, time.perf_counter() - start, rows)]
+        state.tokens.append(token)
+        self._embed_new(state, last, last + 1)
+        if state.presence is not None:
+            state.presence[token] = True
+        state.layout_state = r.layout.advance(
+            state.layout_state, token, lay.begin_of_audio, lay.end_of_audio, lay.is_audio_code(token)
+        )
+        n, r.n = r.n, r.n + 1
+        if token in r.stops:
+            events.append(TokenEvent(token, n, producer, "stop"))
+            r.reason = "stop"
+        elif lay.is_audio_code(token):
+            r.block.append(lay.id_to_code(token))
+            events.append(TokenEvent(token, n, producer, "audio"))
+        elif token == lay.begin_of_audio:
+            events.append(TokenEvent(token, n, producer, "begin_audio"))
+        elif token == lay.end_of_audio:
+            events.append(TokenEvent(token, n, producer, "end_audio"))
+            events.append(AudioBlockEvent(r.block, r.blocks, True, time.perf_counter() - t0))
+            r.block, r.blocks = [], r.blocks + 1
+        else:
+            events.append(TokenEvent(token, n, producer, "text"))
+        if r.reason == "stop" or r.n == len(r.producers):
+            r.finished = True
+            if r.block:
+                events.append(AudioBlockEvent(r.block, r.blocks, False, time.perf_counter() - t0))
+            generated = state.tokens[len(r.request.prompt) :]
+            events.append(DoneEvent(generated, r.producers[: len(generated)], r.reason, r.counts["b"],
+                                    r.counts["m"], time.perf_counter() - t0))
+        return events
+
+
+@dataclass
+class Request:
+    """One generation request (the arguments of `Engine.generate`), for `Engine.generate_batch`."""
+
+    prompt: Sequence[int]
+    mode: str | Sequence[int] | Mode = "vanilla"
+    layout: Layout | None = None
+    sampling: Sampling = Sampling()
+    max_new_tokens: int = 1024
+    stop_ids: Sequence[int] | None = None
+    prompt_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class _Running:
+    """A request inside the loop: its state, schedule and where it is."""
+
+    request: Request
+    layout: Layout
+    stops: set[int]
+    producers: list[int]
+    state: GenerationState | None = None
+    n: int = 0
+    block: list[int] = field(default_factory=list)
+    blocks: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"b": 0, "m": 0})
+    reason: str = "length"
+    finished: bool = False
 
 
 def generate_ids(engine: Engine, prompt: Sequence[int], **kwargs: object) -> DoneEvent:
