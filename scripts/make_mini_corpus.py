@@ -61,9 +61,9 @@ def clean(entry: str, min_chars: int, max_chars: int) -> str | None:
     return text
 
 
-def select(min_chars: int, max_chars: int, heldout: int, seed: int) -> list[tuple[str, str, str]]:
+def select(min_chars: int, max_chars: int, heldout: int, seed: int, folder: Path = FORTUNES) -> list[tuple[str, str, str]]:
     """(id, split, text) in synthesis order: held-out sentences first, then training ones."""
-    sentences = sorted({s for e in fortune_entries(FORTUNES) if (s := clean(e, min_chars, max_chars))})
+    sentences = sorted({s for e in fortune_entries(folder) if (s := clean(e, min_chars, max_chars))})
     random.Random(seed).shuffle(sentences)
     if len(sentences) <= heldout:
         sys.exit(f"only {len(sentences)} sentences; lower --heldout or widen --min-chars/--max-chars")
