@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=1,
                     help="transcribe N consecutive utterances joined by 0.4 s of silence as one (Whisper pads every input to 30 s)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--uncoded-cache", type=Path, help="JSON of uncoded transcripts by text, reused and extended")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -70,6 +71,7 @@ def main() -> None:
         segments, _ = asr.transcribe(wav, language="en", beam_size=5, vad_filter=False, condition_on_previous_text=False)
         return " ".join(s.text.strip() for s in segments)
 
+    cache = json.loads(args.uncoded_cache.read_text()) if args.uncoded_cache and args.uncoded_cache.is_file() else {}
     plain, coded = [], []
     audio_s = enc_s = dec_s = stream_s = first_s = 0.0
     gap = np.zeros(int(0.4 * 16000), dtype=np.float32)
@@ -98,7 +100,9 @@ def main() -> None:
             wavs += [wav, gap]
             outs += [out, gap]
         text = " ".join(t for _, t in group)
-        plain.append(Pair(str(g), text, transcribe(np.concatenate(wavs))))
+        if text not in cache:
+            cache[text] = transcribe(np.concatenate(wavs))
+        plain.append(Pair(str(g), text, cache[text]))
         coded.append(Pair(str(g), text, transcribe(np.concatenate(outs))))
     result = {
         "codec": str(args.codec), "utterances": len(rows), "audio_seconds": round(audio_s, 1),
@@ -109,6 +113,8 @@ def main() -> None:
         "first_chunk_ms": 1000 * first_s / len(rows), "stream_chunk_codes": args.chunk, "group": args.group,
     }
     print(json.dumps(result, indent=2))
+    if args.uncoded_cache:
+        args.uncoded_cache.write_text(json.dumps(cache, indent=1))
     if args.json:
         args.json.write_text(json.dumps({**result, "pairs": [[p.reference, p.hypothesis, c.hypothesis] for p, c in zip(plain, coded)]}, indent=2))
 
