@@ -34,7 +34,7 @@ class TrainConfig:
     """Optimisation settings (the recipe's `train` section)."""
 
     seed: int = 11
-    steps: int = 4000
+    steps: int = 5500
     batch: int = 8
     crop_codes: int = 32  # training crop length in codes (32 x 40 ms = 1.28 s at 25 codes/s)
     lr: float = 1e-3
