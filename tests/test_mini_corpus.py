@@ -1,0 +1,33 @@
+"""scripts/make_mini_corpus.py's text side: which fortunes become sentences, and a seeded, disjoint split."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_mini_corpus.py"
+spec = importlib.util.spec_from_file_location("make_mini_corpus", SCRIPT)
+corpus = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(corpus)
+
+
+def test_clean_keeps_one_line_sentences_and_drops_attributions():
+    assert corpus.clean("A bird in the hand is worth two in the bush.\n", 20, 160) == "A bird in the hand is worth two in the bush."
+    assert corpus.clean("Never trust a computer you can't lift.\n\t\t-- Stan Mazor\n", 20, 160) == "Never trust a computer you can't lift."
+    assert corpus.clean("Never trust a computer you can't lift. -- Stan Mazor", 20, 160) == "Never trust a computer you can't lift."
+    assert corpus.clean("Two lines of verse,\nand a second one here.", 20, 160) is None
+    assert corpus.clean("There are 10 kinds of people in the world.", 20, 160) is None
+    assert corpus.clean("Short one.", 20, 160) is None
+    assert corpus.clean("Caf\xe9 society is a strange place to be.", 20, 160) is None
+    assert corpus.clean("x" * 30 + " " + "y" * 200, 20, 160) is None
+
+
+def test_selection_is_seeded_and_held_out_sentences_never_train(tmp_path):
+    lines = [f"Sentence number {w} is a fine thing to say." for w in ("one two three four five six seven eight nine ten "
+                                                                     "eleven twelve thirteen fourteen fifteen").split()]
+    (tmp_path / "sayings").write_text("\n%\n".join(lines + ["A bad\nmulti-line one here, far too long."]) + "\n%\n")
+    rows = corpus.select(20, 160, 4, seed=3, folder=tmp_path)
+    assert rows == corpus.select(20, 160, 4, seed=3, folder=tmp_path)
+    assert rows != corpus.select(20, 160, 4, seed=4, folder=tmp_path)
+    held = {t for _, s, t in rows if s == "heldout"}
+    train = {t for _, s, t in rows if s == "train"}
+    assert len(held) == 4 and len(train) == 11 and not held & train
+    assert [u for u, _, _ in rows[:4]] == [f"heldout_{n:05d}" for n in range(4)]
