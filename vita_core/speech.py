@@ -3,7 +3,9 @@
 Folders come from explicit arguments first, then the environment (VITA_MODEL,
 VITA_AUDIO_TOKENIZER, VITA_AUDIO_DECODER, VITA_SENSEVOICE), then a config file
 (~/.config/vita/config.toml or config.yaml, keys `model`, `audio_tokenizer`, `audio_decoder`,
-`sensevoice`). A checkpoint's default mode and content layout come from `mtp_inference_mode` in
+`sensevoice`). A checkpoint that records its codec (codec.json, see vita_core/codec/record.py) loads
+that codec's encoder/decoder, from its own codec folder or the bundled one, unless a flag,
+variable or config entry names another folder; one without it is GLM-4-Voice's. A checkpoint's default mode and content layout come from `mtp_inference_mode` in
 its generation_config.json, as in the reference.
 
 Audio input depends on the checkpoint: Boost and Balance hear GLM-4-Voice codes (the speech
@@ -298,6 +300,7 @@ def load_speech_model(
     """
     from vita_core import codec
     from vita_core.bench import resolve_device
+    from vita_core.codec.record import read_record
     from vita_core.generate import Engine
     from vita_core.model.checkpoint import is_plus, load_model, read_config
     from vita_core.schedule import get_mode
@@ -307,11 +310,12 @@ def load_speech_model(
     folder = resolve_folder("model", model)
     config = read_config(folder)
     plus = is_plus(config)
-    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir) if need_encoder and not plus else None
+    own = read_record(folder)  # the checkpoint's codec (glm4voice when it records none)
+    enc_dir = resolve_folder("audio_tokenizer", tokenizer_dir, own.folder) if need_encoder and not plus else None
     sv_dir = None
     if need_encoder and plus:
         sv_dir = resolve_folder("sensevoice", sensevoice_dir, folder if (folder / "config.yaml").is_file() else None)
-    dec_dir = resolve_folder("audio_decoder", decoder_dir) if need_decoder else None
+    dec_dir = resolve_folder("audio_decoder", decoder_dir, own.folder) if need_decoder else None
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     chosen_mode = get_mode(mode) if mode is not None else None  # validate flags before the slow part
@@ -330,14 +334,18 @@ def load_speech_model(
         plus_audio = load_plus_audio(folder, sv_dir, int(config["hidden_size"]), device=device, dtype=torch_dtype)
     if enc_dir is not None:
         say(f"loading speech tokenizer {enc_dir}")
-        encoder = codec.load_encoder(enc_dir, device=device)
+        encoder = codec.load_encoder(enc_dir, own.family, device=device)
         if int(encoder.codebook_size) != tokens.num_codes:
             which = "the GLM-4-Voice tokenizer" if tokens.num_codes == NUM_AUDIO_CODES else "the model's own codec"
             raise CheckpointError(f"speech tokenizer {enc_dir} has {encoder.codebook_size} codes but the model "
                                   f"{folder} expects {tokens.num_codes}; use {which}")
     if dec_dir is not None:
         say(f"loading speech decoder {dec_dir}")
-        decoder = codec.load_decoder(dec_dir, device=device)
+        decoder = codec.load_decoder(dec_dir, own.family, device=device)
+        size = getattr(decoder, "codebook_size", None)
+        if size is not None and int(size) != tokens.num_codes:
+            raise CheckpointError(f"speech decoder {dec_dir} has {size} codes but the model {folder} expects "
+                                  f"{tokens.num_codes}; use the codec the model was trained with")
     say(f"loading {folder} on {device}")
     net = load_model(folder, device=device, dtype=torch_dtype)
     ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)

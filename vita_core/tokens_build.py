@@ -96,10 +96,24 @@ def train_text_bpe(lines: Sequence[str], vocab_size: int) -> Any:
     return bpe
 
 
+def codec_codes(family: str, codec_dir: Path | None) -> int:
+    """Codebook size of a codec folder (default: the family's bundled one), for a tokenizer built for it."""
+    from vita_core.codec import load_encoder
+    from vita_core.codec.record import bundled_folder
+
+    folder = codec_dir if codec_dir is not None else bundled_folder(family)
+    if folder is None:
+        raise InputError(f"--codec {family} has no bundled folder; pass --codec-dir DIR")
+    return int(load_encoder(folder, family).codebook_size)
+
+
 def build_text_tokenizer(text: Path | Sequence[Path], out: Path, num_codes: int, vocab_size: int = 2048,
-                         plus: bool = False) -> TokenizerReport:
+                         plus: bool = False, codec: str | None = None,
+                         codec_dir: Path | None = None) -> TokenizerReport:
     """Train a small BPE on an English corpus and save it with the VITA layout (tokenizer.json +
-    tokenizer_config.json), ready for `load_tokenizer` + `layout_from_tokenizer`.
+    tokenizer_config.json), ready for `load_tokenizer` + `layout_from_tokenizer`. With `codec`, the
+    folder also records that codec (codec.json, plus `codec_dir` copied in unless it is the bundled
+    one), so models trained with this tokenizer load their codec by themselves.
 
     `vocab_size` counts the text entries only; the corpus may yield fewer merges (then the text
     vocabulary is smaller). Written to a temporary folder and renamed, so `out` is never half-built.
@@ -122,6 +136,10 @@ def build_text_tokenizer(text: Path | Sequence[Path], out: Path, num_codes: int,
     shutil.rmtree(staging, ignore_errors=True)
     try:
         tok.save_pretrained(str(staging))
+        if codec is not None:
+            from vita_core.codec.record import write_record
+
+            write_record(staging, codec, codec_dir)
         if out.exists():
             out.rmdir()
         staging.rename(out)

@@ -2,7 +2,8 @@
 
 `train()` builds the stage's model, optimizer and schedule, reads packed shards in a fixed
 order, and writes checkpoints in the released format. A checkpoint folder is the released
-layout (config.json, safetensors, tokenizer files) plus `train_state/` (Accelerate's optimizer,
+layout (config.json, safetensors, tokenizer files, and the codec record codec.json + codec/ when the
+tokenizer or init folder has one, see vita_core/codec/record.py) plus `train_state/` (Accelerate's optimizer,
 scheduler and RNG state) and `trainer.json`; `resume=True` continues from the newest one to the
 result an uninterrupted run gives.
 """
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vita_core.codec.record import RECORD, copy_record, read_record
 from vita_core.errors import DiskFullError, InputError
 from vita_core.files import append_line, disk_full, remove_stale, reporting_full_disk, swap_folder, write_text
 from vita_core.model.checkpoint import PRESETS, default_attention, save_model
@@ -131,7 +133,16 @@ def _side_files(folder: Path | None) -> list[Path]:
     if folder is None or not folder.is_dir():
         return []
     return [p for p in folder.iterdir()
-            if p.is_file() and p.name != "config.json" and not p.name.startswith(("model", ".", "trainer"))]
+            if p.is_file() and p.name not in ("config.json", RECORD) and not p.name.startswith(("model", ".", "trainer"))]
+
+
+def _codec_source(tokenizer: str | Path | None, init: str | Path) -> Path | None:
+    """The folder whose codec record (codec.json + codec folder) the checkpoints inherit: the
+    tokenizer folder's, else the init checkpoint's; None when neither records one (glm4voice)."""
+    for folder in (tokenizer, init):
+        if folder is not None and (Path(folder) / RECORD).is_file():
+            return Path(folder)
+    return None
 
 
 def _side_tokenizer(side_files: list[Path]) -> Any | None:
@@ -162,7 +173,7 @@ def _check_tokenizer(init: str | Path, tokenizer: str | Path | None, side_files:
 
 
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
-          trainer_state: dict[str, Any] | None) -> None:
+          trainer_state: dict[str, Any] | None, codec_source: Path | None = None) -> None:
     """Released-format weights (+ resumable state), staged beside `folder` and renamed into place."""
     staging = folder.with_name(f".{folder.name}.partial")
     if accelerator.is_main_process:
@@ -170,7 +181,7 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
     accelerator.wait_for_everyone()
     try:
         with reporting_full_disk(folder, folder.parent):
-            _stage(accelerator, model, staging, side_files, dtype, trainer_state)
+            _stage(accelerator, model, staging, side_files, dtype, trainer_state, codec_source)
     except BaseException as exc:
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
@@ -183,7 +194,7 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
 
 
 def _stage(accelerator: Any, model: Any, staging: Path, side_files: list[Path], dtype: torch.dtype,
-           trainer_state: dict[str, Any] | None) -> None:
+           trainer_state: dict[str, Any] | None, codec_source: Path | None) -> None:
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -196,6 +207,8 @@ def _stage(accelerator: Any, model: Any, staging: Path, side_files: list[Path], 
         save_model(shell, staging)
         for f in side_files:
             shutil.copy2(f, staging / f.name)
+        if codec_source is not None:
+            copy_record(codec_source, staging)
     accelerator.wait_for_everyone()
     if trainer_state is not None:
         accelerator.save_state(str(staging / "train_state"))
@@ -290,6 +303,9 @@ def train(
     dataset = open_packed(data, spec.seq_len)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
     _check_tokenizer(init, tokenizer, side)
+    codec_source = _codec_source(tokenizer, init)
+    if codec_source is not None:
+        read_record(codec_source)  # a broken record fails before the first step, not at the first save
     set_seed(spec.seed)
     side_tok = _side_tokenizer(side)
     # a preset starts with the tokenizer's vocabulary (vita-mini's BPE + its codec's codes), not the released one
@@ -353,11 +369,11 @@ def train(
             report("step", metrics)
             if save_every and step % save_every == 0 and step < total:
                 folder = output_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-                _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step})
+                _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step}, codec_source)
                 report("saved", folder)
             if step >= total:
                 break
     final = output_dir / FINAL
-    _save(accelerator, model, final, side, save_dtype, None)
+    _save(accelerator, model, final, side, save_dtype, None, codec_source)
     report("saved", final)
     return TrainResult(model_dir=final, steps=step, history=history, seconds=time.perf_counter() - started)
