@@ -196,3 +196,24 @@ def test_a_preset_takes_the_vocabulary_of_its_tokenizer(small_tokenizer):
     assert model.model.embed_tokens.weight.shape == (1344, 256) and model.num_mtp == 0
     assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as Qwen2.5's small sizes
     lay.check_config(model.config.vocab_size)
+
+
+def test_mini_recipe_fits_its_data_mixture_and_preset():
+    """recipes/mini trains on recipes/data/mini.yaml's packs (same seq_len in every stage) and grows to the
+    mini preset's MCTP module count, keeping the reference's stage semantics."""
+    import yaml
+
+    from vita_core.data.recipe import load_recipe
+    from vita_core.model.checkpoint import preset_config
+    from vita_core.train.stages import RECIPES
+
+    data = load_recipe(RECIPES / "data" / "mini.yaml")
+    modules = preset_config("mini")["num_nextn_predict_layers"]
+    specs = [load_stage("mini", stage) for stage in (1, 2, 3, 4)]
+    assert {s.seq_len for s in specs} == {data.seq_len} == {512}
+    assert [s.num_mtp for s in specs] == [0, 1, modules, modules]
+    assert [s.trainable for s in specs] == ["all", "mtp", "mtp", "all"]
+    assert [s.detach_backbone for s in specs] == [False, True, True, False]
+    assert data.ratio == (1, 18, 6, 18)
+    assert yaml.safe_load((RECIPES / "data" / "mini.yaml").read_text())["sources"]["piper-tts"]["paths"] == [
+        "prepared/piper-tts"]
