@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 
 MODEL = typer.Option(None, "--model", "-m", help="VITA-Audio checkpoint folder (env VITA_MODEL or config file).")
 TOKENIZER_DIR = typer.Option(None, "--tokenizer-dir",
-                             help="Speech tokenizer folder, e.g. glm-4-voice-tokenizer (env VITA_AUDIO_TOKENIZER or config file; default: "
-                                  "the codec the checkpoint records in codec.json).")
+                             help="Speech tokenizer folder, e.g. glm-4-voice-tokenizer (env VITA_AUDIO_TOKENIZER "
+                                  "or config file; default: the codec the checkpoint records in codec.json).")
 DECODER_DIR = typer.Option(None, "--decoder-dir",
-                           help="Speech decoder folder, e.g. glm-4-voice-decoder (env VITA_AUDIO_DECODER or config file; default: the "
-                                "codec the checkpoint records in codec.json).")
+                           help="Speech decoder folder, e.g. glm-4-voice-decoder (env VITA_AUDIO_DECODER "
+                                "or config file; default: the codec the checkpoint records in codec.json).")
 SENSEVOICE_DIR = typer.Option(None, "--sensevoice-dir",
                               help="SenseVoiceSmall folder, the audio input of VITA-Audio-Plus checkpoints "
                                    "(env VITA_SENSEVOICE or config file; default: the checkpoint folder "

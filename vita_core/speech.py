@@ -5,8 +5,9 @@ VITA_AUDIO_TOKENIZER, VITA_AUDIO_DECODER, VITA_SENSEVOICE), then a config file
 (~/.config/vita/config.toml or config.yaml, keys `model`, `audio_tokenizer`, `audio_decoder`,
 `sensevoice`). A checkpoint that records its codec (codec.json, see vita_core/codec/record.py) loads
 that codec's encoder/decoder, from its own codec folder or the bundled one, unless a flag,
-variable or config entry names another folder; one without it is GLM-4-Voice's. A checkpoint's default mode and content layout come from `mtp_inference_mode` in
-its generation_config.json, as in the reference.
+variable or config entry names another folder; one without it is GLM-4-Voice's. A checkpoint's
+default mode and content layout come from `mtp_inference_mode` in its generation_config.json, as in
+the reference.
 
 Audio input depends on the checkpoint: Boost and Balance hear GLM-4-Voice codes (the speech
 tokenizer folder); VITA-Audio-Plus hears continuous SenseVoice features (a SenseVoiceSmall

@@ -133,7 +133,8 @@ def _side_files(folder: Path | None) -> list[Path]:
     if folder is None or not folder.is_dir():
         return []
     return [p for p in folder.iterdir()
-            if p.is_file() and p.name not in ("config.json", RECORD) and not p.name.startswith(("model", ".", "trainer"))]
+            if p.is_file() and p.name not in ("config.json", RECORD)
+            and not p.name.startswith(("model", ".", "trainer"))]
 
 
 def _codec_source(tokenizer: str | Path | None, init: str | Path) -> Path | None:
