@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,12 +20,15 @@ import openai
 import pytest
 import soundfile as sf
 import uvicorn
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import vita_core.tts
 from vita_core.schedule import get_mode
 from vita_core.sinks import StreamSink
-from vita_core.speech import load_speech_model
+from vita_core.asr import render, transcribe
+from vita_core.speech import load_speech_model, read_audio
+from vita_core.tiny.glm4voice_tokenizer import build_tiny_glm4voice_tokenizer
 from vita_cli.main import app
 from vita_core.tts import synthesize
 from vita_server import create_app
@@ -33,9 +37,18 @@ TEXT = "Hello there."
 BUDGET = {"max_new_tokens": 12, "seed": 0}  # tiny random models never stop by themselves
 
 
+SPOKEN = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
+
+
 @pytest.fixture(scope="module")
-def speech(tiny_checkpoint_f32, decoder_dir):
-    return load_speech_model(tiny_checkpoint_f32, decoder_dir=decoder_dir, device="cpu", need_decoder=True)
+def speech_tokenizer_dir(tmp_path_factory):
+    return build_tiny_glm4voice_tokenizer(tmp_path_factory.mktemp("serve_enc") / "glm-4-voice-tokenizer")
+
+
+@pytest.fixture(scope="module")
+def speech(tiny_checkpoint_f32, decoder_dir, speech_tokenizer_dir):
+    return load_speech_model(tiny_checkpoint_f32, speech_tokenizer_dir, decoder_dir, device="cpu",
+                             need_encoder=True, need_decoder=True)
 
 
 def free_port() -> int:
@@ -231,3 +244,62 @@ def test_vita_serve_command_answers_until_terminated(tiny_checkpoint_f32, decode
         proc.terminate()
         out = proc.communicate(timeout=60)[0]
     assert f"serving {tiny_checkpoint_f32.name} on {base}" in " ".join(out.split())
+
+
+needs_speech = pytest.mark.skipif(not SPOKEN.is_file(), reason="apt-get install pocketsphinx-testdata")
+
+
+@needs_speech
+def test_transcription_is_what_vita_asr_writes(client, model_id, tiny_checkpoint_f32, speech_tokenizer_dir, tmp_path):
+    r = CliRunner().invoke(app, ["asr", str(SPOKEN), "--output-dir", str(tmp_path), "--model",
+                                 str(tiny_checkpoint_f32), "--tokenizer-dir", str(speech_tokenizer_dir),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    written = (tmp_path / f"{SPOKEN.stem}.txt").read_text()
+    with SPOKEN.open("rb") as f:
+        assert client.audio.transcriptions.create(file=f, model=model_id).text + "\n" == written
+    with SPOKEN.open("rb") as f:
+        assert client.audio.transcriptions.create(file=f, model=model_id, response_format="text") == written
+
+
+@needs_speech
+def test_transcription_srt_and_verbose_json(client, model_id, speech):
+    t = transcribe(speech, read_audio(SPOKEN, 16000), 16000, name=SPOKEN.name)
+    with SPOKEN.open("rb") as f:
+        assert client.audio.transcriptions.create(file=f, model=model_id, response_format="srt") == render(t, "srt")
+    with SPOKEN.open("rb") as f:
+        verbose = client.audio.transcriptions.create(file=f, model=model_id, response_format="verbose_json")
+    assert verbose.text == t.text and verbose.duration == pytest.approx(t.duration, abs=1e-3)
+    assert [(s.start, s.text) for s in verbose.segments] == [(0.0, t.text)]
+
+
+@pytest.mark.parametrize("upload, kw, param, words", [
+    (("empty.wav", b""), {}, "file", "empty (0 bytes)"),
+    (("notes.wav", b"these are not audio samples"), {}, None, "cannot read notes.wav as audio"),
+    (("x.wav", None), {"response_format": "tsv"}, "response_format", "choose json, text"),
+    (("x.wav", None), {"language": "en"}, None, "VITA-Audio-Plus"),
+])
+def test_bad_uploads_are_400_with_one_message(client, model_id, speech, upload, kw, param, words):
+    name, data = upload
+    if data is None:
+        rng = np.random.default_rng(0)
+        buffer = io.BytesIO()
+        sf.write(buffer, 0.1 * rng.standard_normal(16000).astype(np.float32), 16000, format="WAV")
+        data = buffer.getvalue()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(file=(name, data), model=model_id, **kw)
+    body = err.value.body
+    assert err.value.status_code == 400 and body["param"] == param and words in body["message"]
+    assert "\n" not in body["message"]
+
+
+def test_transcription_of_an_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.audio.transcriptions.create(file=("x.wav", b"RIFF"), model="whisper-1")
+    assert err.value.body["code"] == "model_not_found"
+
+
+def test_a_server_without_audio_input_says_how_to_get_it(speech, model_id):
+    with TestClient(create_app(replace(speech, encoder=None))) as local:
+        r = local.post("/v1/audio/transcriptions", data={"model": model_id}, files={"file": ("x.wav", b"RIFF")})
+    assert r.status_code == 400 and "--tokenizer-dir" in r.json()["error"]["message"]

@@ -27,6 +27,21 @@ def _check_port(host: str, port: int) -> None:
             raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
 
 
+def _hears(tokenizer_dir: Optional[Path]) -> bool:
+    """Whether a speech tokenizer is configured (flag, env or config file), so /v1/audio/transcriptions works.
+
+    None configured serves speech only; one that is not a folder fails here with resolve_folder's message.
+    """
+    from vita_core.errors import InputError
+    from vita_core.speech import resolve_folder
+
+    try:
+        resolve_folder("audio_tokenizer", tokenizer_dir)
+    except InputError:
+        return False
+    return True
+
+
 @app.command()
 @handle_errors
 def serve(
@@ -39,7 +54,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep 127.0.0.1: there is no auth)."),
     port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
 ) -> None:
-    """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech.
+    """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech,
+    POST /v1/audio/transcriptions (with a speech tokenizer from --tokenizer-dir, env or config file).
 
     Example: vita serve --model vita-tiny --decoder-dir glm-4-voice-decoder --port 8000;
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json'
@@ -57,7 +73,7 @@ def serve(
     check_generation_flags(mode, device=device, dtype=dtype)
     _check_port(host, port)
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
-                               need_encoder=tokenizer_dir is not None, need_decoder=True,
+                               need_encoder=_hears(tokenizer_dir), need_decoder=True,
                                progress=opt.progress(False))
     server = create_app(speech)
     err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")

@@ -3,12 +3,14 @@
 Generation runs in one worker thread (requests wait their turn, in order), so the event loop stays
 free: /health answers while the model works, and audio reaches the client as the codec decodes it.
 The audio goes through vita_core's own sinks (`StreamSink` for wav/pcm, the WAV header with an
-open length exactly as `vita tts --out -` writes it), so the server and the CLI send the same bytes.
+open length exactly as `vita tts --out -` writes it), and an upload goes through `vita asr`'s own
+`transcribe`, so the server and the CLI give the same bytes and the same text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -16,8 +18,8 @@ from dataclasses import replace
 from typing import AsyncIterator, Literal
 
 import numpy as np
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from vita_core.errors import InputError
@@ -27,6 +29,7 @@ from vita_server import errors
 from vita_server.errors import ApiError
 
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
 class SpeechRequest(BaseModel):
@@ -168,5 +171,35 @@ def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
 
         worker.submit(run)
         return StreamingResponse(body(), media_type=MEDIA_TYPES[req.response_format])
+
+    @app.post("/v1/audio/transcriptions")
+    async def audio_transcriptions(file: UploadFile = File(...), model: str = Form(...),
+                                   language: str = Form("auto"), response_format: str = Form("json")) -> Response:
+        from vita_core.asr import render, transcribe
+        from vita_core.speech import read_audio
+
+        check_model(model)
+        if response_format not in TRANSCRIPT_FORMATS:
+            raise ApiError(400, f"response_format {response_format!r}: choose {', '.join(TRANSCRIPT_FORMATS)}",
+                           "response_format")
+        if not speech.hears:
+            raise ApiError(400, "this server has no audio input: start vita serve with --tokenizer-dir "
+                                "(or VITA_AUDIO_TOKENIZER) to transcribe", "file")
+        name = file.filename or "the upload"
+        data = await file.read()
+        if not data:
+            raise ApiError(400, f"{name} is empty (0 bytes): upload a wav, flac or ogg recording", "file")
+        rate = speech.input_rate
+        wav = read_audio(io.BytesIO(data), rate, name=name)
+        t = await asyncio.wrap_future(worker.submit(transcribe, speech, wav, rate, name, None, language or "auto"))
+        if response_format == "text":
+            return PlainTextResponse(t.text + "\n")
+        if response_format == "json":
+            return JSONResponse({"text": t.text})
+        if response_format == "verbose_json":
+            segments = [{"id": 0, "start": 0.0, "end": round(t.duration, 3), "text": t.text}]
+            return JSONResponse({"task": "transcribe", "language": t.language, "duration": round(t.duration, 3),
+                                 "text": t.text, "segments": segments})
+        return PlainTextResponse(render(t, response_format), media_type="text/plain")
 
     return app

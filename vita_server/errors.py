@@ -61,8 +61,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_response(404, f"no route {request.method} {request.url.path}; see GET /v1/models, "
-                                       "POST /v1/audio/speech, GET /health", code="unknown_url")
+            return error_response(404, f"no route {request.method} {request.url.path}; see GET /health, GET /v1/models, "
+                                       "POST /v1/audio/speech, POST /v1/audio/transcriptions", code="unknown_url")
         if exc.status_code == 405:
             return error_response(405, f"{request.url.path} does not take {request.method}",
                                   code="method_not_allowed")
