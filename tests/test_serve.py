@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,19 +59,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def url(speech):
-    """The app served by uvicorn in a thread, as `vita serve` runs it."""
-    server = uvicorn.Server(uvicorn.Config(create_app(speech), host="127.0.0.1", port=free_port(),
-                                           log_level="warning"))
+@contextmanager
+def serving(app):
+    """`app` served by uvicorn in a thread on 127.0.0.1, as `vita serve` runs it; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         assert thread.is_alive(), "uvicorn did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def url(speech):
+    with serving(create_app(speech)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +91,12 @@ def model_id(tiny_checkpoint_f32):
     return tiny_checkpoint_f32.name
 
 
-def library_wav(speech, mode=None):
-    """`vita tts --out -`'s bytes for TEXT with BUDGET, through vita_core directly."""
+def library_wav(speech, mode=None, text=TEXT):
+    """`vita tts --out -`'s bytes for `text` with BUDGET, through vita_core directly."""
     out = io.BytesIO()
     sink = StreamSink(out, int(speech.decoder.sample_rate), "wav")
     chosen = replace(speech, mode=get_mode(mode)) if mode else speech
-    result = synthesize(chosen, TEXT, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=12)
+    result = synthesize(chosen, text, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=12)
     return out.getvalue(), result
 
 
@@ -172,6 +181,32 @@ def test_a_client_that_leaves_stops_its_generation(client, url, model_id, expect
     assert finished.wait(60) and outcome == ["_Cancelled"]
     monkeypatch.setattr(vita_core.tts, "synthesize", real)
     assert speak(client, model_id)[1] == expected[0]  # the server keeps serving
+
+
+def test_concurrent_requests_each_get_their_own_answer(client, model_id, speech):
+    texts = ["One.", "Two words.", "Three small words.", "Zebra"]  # four distinct answers of the tiny model
+    wanted = [library_wav(speech, text=t)[0] for t in texts]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        got = list(pool.map(lambda t: speak(client, model_id, input=t)[1], texts))
+    assert len(set(wanted)) == len(texts) and got == wanted
+
+
+def test_a_full_queue_is_503_and_an_upload_over_the_limit_413(speech, model_id, expected, monkeypatch):
+    gate, real = threading.Event(), vita_core.tts.synthesize
+    monkeypatch.setattr(vita_core.tts, "synthesize", lambda *a, **k: (gate.wait(30), real(*a, **k))[1])
+    body = {"model": model_id, "voice": "default", "input": TEXT, **BUDGET}
+    with serving(create_app(speech, max_queue=1, max_upload_mb=0.05)) as base:
+        with httpx.stream("POST", f"{base}/v1/audio/speech", json=body) as held:
+            busy = httpx.post(f"{base}/v1/audio/speech", json=body)  # the one slot is taken
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "queue_full" and "--max-queue 1" in busy.json()["error"]["message"]
+            gate.set()
+            assert held.read() == expected[0]
+        assert httpx.post(f"{base}/v1/audio/speech", json=body).content == expected[0]  # the slot was freed
+        big = httpx.post(f"{base}/v1/audio/transcriptions", data={"model": model_id},
+                         files={"file": ("big.wav", bytes(60_000))})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "file_too_large"
+    assert "--max-upload-mb 0.05" in big.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("kw, param, words", [

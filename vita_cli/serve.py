@@ -53,6 +53,9 @@ def serve(
     mode: Optional[str] = opt.MODE,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep 127.0.0.1: there is no auth)."),
     port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Requests running or waiting for the model; "
+                                  "more are answered 503 with Retry-After."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest audio upload (413 above it)."),
 ) -> None:
     """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech,
     POST /v1/audio/transcriptions (with a speech tokenizer from --tokenizer-dir, env or config file).
@@ -67,14 +70,15 @@ def serve(
     try:
         import uvicorn
 
-        from vita_server import create_app
+        from vita_server.app import check_limits, create_app
     except ImportError as exc:
         raise InputError(f"vita serve needs the serve extra ({exc.name} is missing): pip install 'vita[serve]'") from None
     check_generation_flags(mode, device=device, dtype=dtype)
+    check_limits(max_queue, max_upload_mb)
     _check_port(host, port)
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=_hears(tokenizer_dir), need_decoder=True,
                                progress=opt.progress(False))
-    server = create_app(speech)
+    server = create_app(speech, max_queue=max_queue, max_upload_mb=max_upload_mb)
     err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(server, host=host, port=port, log_level="info")

@@ -1,7 +1,8 @@
 """The FastAPI app: one loaded SpeechModel behind OpenAI's audio routes.
 
-Generation runs in one worker thread (requests wait their turn, in order), so the event loop stays
-free: /health answers while the model works, and audio reaches the client as the codec decodes it.
+Generation runs in one worker thread (requests wait their turn, in order, at most `max_queue` of them
+running or waiting; more get 503), so the event loop stays free: /health answers while the model
+works, and audio reaches the client as the codec decodes it.
 The audio goes through vita_core's own sinks (`StreamSink` for wav/pcm, the WAV header with an
 open length exactly as `vita tts --out -` writes it), and an upload goes through `vita asr`'s own
 `transcribe`, so the server and the CLI give the same bytes and the same text.
@@ -92,13 +93,36 @@ def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, o
     return speech, sampling
 
 
-def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
-    """The server for one loaded speech model, known to clients as `model_id` (default: its folder's name)."""
+def check_limits(max_queue: int, max_upload_mb: float) -> None:
+    """The server's limits must let at least one request in (checked by `vita serve` before the model loads)."""
+    if max_queue < 1:
+        raise InputError(f"--max-queue {max_queue} must be at least 1")
+    if max_upload_mb <= 0:
+        raise InputError(f"--max-upload-mb {max_upload_mb} must be above 0")
+
+
+def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int = 8,
+               max_upload_mb: float = 25.0) -> FastAPI:
+    """The server for one loaded speech model, known to clients as `model_id` (default: its folder's name).
+
+    `max_queue` bounds the requests running or waiting for the model; `max_upload_mb` the audio uploaded.
+    """
     if speech.decoder is None:
         raise InputError("vita serve needs the speech decoder: pass --decoder-dir or set VITA_AUDIO_DECODER")
+    check_limits(max_queue, max_upload_mb)
     model_id = model_id or speech.folder.name
     created = int(speech.folder.stat().st_mtime)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vita-generate")
+    queued = [0]  # requests running or waiting in `worker`; only the event loop's thread touches it
+
+    def take_slot() -> None:
+        if queued[0] >= max_queue:
+            raise ApiError(503, f"the server is busy ({queued[0]} requests running or waiting, --max-queue "
+                                f"{max_queue}); retry shortly", code="queue_full", headers={"Retry-After": "1"})
+        queued[0] += 1
+
+    def free_slot() -> None:
+        queued[0] -= 1
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -142,7 +166,10 @@ def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
         done = object()
 
         def run() -> None:
+            outcome: object = done
             try:
+                if cancelled.is_set():
+                    return
                 if req.response_format == "flac":  # FLAC needs its sizes up front: sent whole once generated
                     chunks: list[np.ndarray] = []
                     synthesize(job_speech, req.input, chunks.append, sampling=sampling,
@@ -154,11 +181,13 @@ def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
                     synthesize(job_speech, req.input, sink.write, sampling=sampling,
                                max_new_tokens=req.max_new_tokens)
                     sink.close()
-                loop.call_soon_threadsafe(queue.put_nowait, done)
             except _Cancelled:
                 pass
             except BaseException as exc:  # handed to the response, which ends the stream early
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                outcome = exc
+            finally:  # the slot is free before the client sees the end, so its next request finds it free
+                loop.call_soon_threadsafe(free_slot)
+                loop.call_soon_threadsafe(queue.put_nowait, outcome)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -169,6 +198,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
             finally:
                 cancelled.set()  # a client that disconnects stops its generation
 
+        take_slot()
         worker.submit(run)
         return StreamingResponse(body(), media_type=MEDIA_TYPES[req.response_format])
 
@@ -187,11 +217,18 @@ def create_app(speech: SpeechModel, model_id: str | None = None) -> FastAPI:
                                 "(or VITA_AUDIO_TOKENIZER) to transcribe", "file")
         name = file.filename or "the upload"
         data = await file.read()
+        if len(data) > max_upload_mb * 2**20:
+            raise ApiError(413, f"{name} is {len(data) / 2**20:.1f} MB, over the server's --max-upload-mb "
+                                f"{max_upload_mb:g}; upload a shorter recording", "file", "file_too_large")
         if not data:
             raise ApiError(400, f"{name} is empty (0 bytes): upload a wav, flac or ogg recording", "file")
         rate = speech.input_rate
         wav = read_audio(io.BytesIO(data), rate, name=name)
-        t = await asyncio.wrap_future(worker.submit(transcribe, speech, wav, rate, name, None, language or "auto"))
+        take_slot()
+        try:
+            t = await asyncio.wrap_future(worker.submit(transcribe, speech, wav, rate, name, None, language or "auto"))
+        finally:
+            free_slot()
         if response_format == "text":
             return PlainTextResponse(t.text + "\n")
         if response_format == "json":

@@ -2,7 +2,8 @@
 
 OpenAI's clients read `error.message` and map the status to their exception classes, so a vita
 error keeps vita's one-line message and gets the status a client expects (400 for what the
-request got wrong, 404 for an unknown route or model).
+request got wrong, 404 for an unknown route or model, 413 for an upload over the limit, 503 with
+Retry-After when the queue is full).
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from starlette.exceptions import HTTPException
 from vita_core.errors import VitaError
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON body OpenAI's API answers an error with."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 class ApiError(Exception):
     """An error a handler raises to answer `status` with `message` (and which parameter caused it)."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -47,7 +50,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(VitaError)
     async def vita_error(_request: Request, exc: VitaError) -> JSONResponse:
