@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import AsyncIterator, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
@@ -28,6 +28,9 @@ from vita_core.sinks import StreamSink, flac_bytes
 from vita_core.speech import SpeechModel
 from vita_server import errors
 from vita_server.errors import ApiError
+
+if TYPE_CHECKING:
+    from vita_core.generate import Sampling
 
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -70,7 +73,7 @@ class _QueueStream:
         """Every write is handed over at once; nothing is buffered."""
 
 
-def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, object]:
+def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, Sampling]:
     """Check every field a client can get wrong, before any byte is sent (so the answer can still be a 400)."""
     from vita_core.schedule import get_mode
 
