@@ -212,6 +212,7 @@ def test_a_full_queue_is_503_and_an_upload_over_the_limit_413(speech, model_id, 
 @pytest.mark.parametrize("kw, param, words", [
     ({"speed": 1.5}, "speed", "leave speed at 1.0"),
     ({"response_format": "mp3"}, "response_format", "'wav', 'pcm' or 'flac'"),
+    ({"stream_format": "sse"}, "stream_format", "'audio'"),
     ({"input": "  "}, "input", "input is empty"),
     ({"extra_body": {"mode": "warp"}}, "mode", "mode"),
     ({"extra_body": {"temperature": -1}}, "temperature", "temperature -1"),
