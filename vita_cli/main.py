@@ -57,6 +57,7 @@ from vita_cli import train  # noqa: E402,F401  (registers `vita train`)
 from vita_cli import tts  # noqa: E402,F401
 from vita_cli import asr  # noqa: E402,F401
 from vita_cli import chat  # noqa: E402,F401
+from vita_cli import serve  # noqa: E402,F401
 from vita_cli.codec import app as codec_app  # noqa: E402
 
 app.add_typer(codec_app, name="codec")

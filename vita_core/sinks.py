@@ -8,11 +8,13 @@ after every chunk so a reader (aplay, ffplay, a pipe) hears it while generation 
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import soundfile as sf
 
 from vita_core.audio import SoundWriter
 from vita_core.errors import InputError
@@ -106,3 +108,10 @@ class StreamSink:
             self.stream.flush()
         except OSError:  # already failing (a full disk or a closed pipe); the run is being abandoned
             pass
+
+
+def flac_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
+    """A whole 16-bit FLAC file in memory (FLAC's header holds its length, so it cannot be streamed open-ended)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm16(wav), sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()

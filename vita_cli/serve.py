@@ -1,0 +1,84 @@
+"""`vita serve`: load the speech model once and answer OpenAI's audio API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vita_cli import speech_options as opt
+from vita_cli.common import err_console, handle_errors
+from vita_cli.main import app
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before the slow model load when the address cannot be listened on."""
+    from vita_core.errors import InputError
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port} must be in 1..65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+
+
+def _hears(tokenizer_dir: Optional[Path]) -> bool:
+    """Whether a speech tokenizer is configured (flag, env or config file), so /v1/audio/transcriptions works.
+
+    None configured serves speech only; one that is not a folder fails here with resolve_folder's message.
+    """
+    from vita_core.errors import InputError
+    from vita_core.speech import resolve_folder
+
+    try:
+        resolve_folder("audio_tokenizer", tokenizer_dir)
+    except InputError:
+        return False
+    return True
+
+
+@app.command()
+@handle_errors
+def serve(
+    model: Optional[Path] = opt.MODEL,
+    decoder_dir: Optional[Path] = opt.DECODER_DIR,
+    tokenizer_dir: Optional[Path] = opt.TOKENIZER_DIR,
+    device: str = opt.DEVICE,
+    dtype: str = opt.DTYPE,
+    mode: Optional[str] = opt.MODE,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep 127.0.0.1: there is no auth)."),
+    port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Requests running or waiting for the model; "
+                                  "more are answered 503 with Retry-After."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest audio upload (413 above it)."),
+) -> None:
+    """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech,
+    POST /v1/audio/transcriptions (with a speech tokenizer from --tokenizer-dir, env or config file).
+
+    Example: vita serve --model vita-tiny --decoder-dir glm-4-voice-decoder --port 8000;
+    curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json'
+    -d '{"model": "vita-tiny", "input": "Hello.", "voice": "default"}' -o hello.wav
+    """
+    from vita_core.errors import InputError
+    from vita_core.speech import check_generation_flags, load_speech_model
+
+    try:
+        import uvicorn
+
+        from vita_server.app import check_limits, create_app
+    except ImportError as exc:
+        raise InputError(f"vita serve needs the serve extra ({exc.name} is missing): pip install 'vita[serve]'") from None
+    check_generation_flags(mode, device=device, dtype=dtype)
+    check_limits(max_queue, max_upload_mb)
+    _check_port(host, port)
+    speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
+                               need_encoder=_hears(tokenizer_dir), need_decoder=True,
+                               progress=opt.progress(False))
+    server = create_app(speech, max_queue=max_queue, max_upload_mb=max_upload_mb)
+    err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")
+    uvicorn.run(server, host=host, port=port, log_level="info")
