@@ -240,3 +240,24 @@ def test_full_disk_during_training_is_one_error_and_leaves_no_partial(tmp_path, 
     with pytest.raises(DiskFullError, match=f"cannot write {out / 'checkpoint-0000001'}: no space left on device"):
         train(spec, tmp_path / "init", data, out, save_every=1, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]
+
+
+def test_checkpoints_generate_with_the_layout_they_were_trained_on(tmp_path, tokenizer_dir, packed):
+    """generation_config.json's mtp_inference_mode becomes the packed data's ratio (as upstream's training
+    writes its text-audio ratio there); the init's other generation fields are kept."""
+    from vita_core.speech import checkpoint_defaults, read_generation_config
+
+    root = packed.parent
+    pack(load_recipe(RECIPES / "data" / "tiny.yaml", root), root / "packed-1-6-3-8", ratio=[1, 6, 3, 8])
+    save_random(tmp_path / "init", 1, seed=3, tokenizer_dir=tokenizer_dir)
+    (tmp_path / "init" / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.7, "mtp_inference_mode": [1, 10, 4, 10]}))
+    args = ["train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "init"),
+            "--data", str(root / "packed-1-6-3-8"), "--output-dir", str(tmp_path / "out"), "--max-steps", "2",
+            "--save-every", "1", "--eval-packs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for folder in (tmp_path / "out" / "model", tmp_path / "out" / "checkpoint-0000001"):
+        gen = read_generation_config(folder)
+        assert gen == {"do_sample": True, "temperature": 0.7, "mtp_inference_mode": [1, 6, 3, 8]}
+        assert checkpoint_defaults(gen, 1)[:2] == ([1, 6, 3, 8], [1, 6, 3, 8])

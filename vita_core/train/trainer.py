@@ -146,6 +146,20 @@ def _codec_source(tokenizer: str | Path | None, init: str | Path) -> Path | None
     return None
 
 
+def _generation_config(side_files: list[Path], data: Any) -> dict[str, Any] | None:
+    """The checkpoints' generation_config.json: the one that came with the init (or tokenizer)
+    folder, its `mtp_inference_mode` set to the packed data's interleave ratio, as upstream's
+    training copies its text-audio ratio there; so the layout a model was trained on is the one
+    it generates with. None when the data records no ratio (side files are then copied as they are)."""
+    manifest = Path(data) / "manifest.json" if isinstance(data, (str, Path)) else None
+    ratio = json.loads(manifest.read_text()).get("ratio") if manifest is not None and manifest.is_file() else None
+    if not ratio:
+        return None
+    given = [p for p in side_files if p.name == "generation_config.json"]
+    config = json.loads(given[0].read_text()) if given else {}
+    return {**config, "mtp_inference_mode": [int(v) for v in ratio]}
+
+
 def _side_tokenizer(side_files: list[Path]) -> Any | None:
     """The tokenizer that ships with the checkpoints (None when there is none)."""
     names = {p.name for p in side_files}
@@ -174,7 +188,8 @@ def _check_tokenizer(init: str | Path, tokenizer: str | Path | None, side_files:
 
 
 def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dtype: torch.dtype,
-          trainer_state: dict[str, Any] | None, codec_source: Path | None = None) -> None:
+          trainer_state: dict[str, Any] | None, codec_source: Path | None = None,
+          generation: dict[str, Any] | None = None) -> None:
     """Released-format weights (+ resumable state), staged beside `folder` and renamed into place."""
     staging = folder.with_name(f".{folder.name}.partial")
     if accelerator.is_main_process:
@@ -182,7 +197,7 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
     accelerator.wait_for_everyone()
     try:
         with reporting_full_disk(folder, folder.parent):
-            _stage(accelerator, model, staging, side_files, dtype, trainer_state, codec_source)
+            _stage(accelerator, model, staging, side_files, dtype, trainer_state, codec_source, generation)
     except BaseException as exc:
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
@@ -195,7 +210,8 @@ def _save(accelerator: Any, model: Any, folder: Path, side_files: list[Path], dt
 
 
 def _stage(accelerator: Any, model: Any, staging: Path, side_files: list[Path], dtype: torch.dtype,
-           trainer_state: dict[str, Any] | None, codec_source: Path | None) -> None:
+           trainer_state: dict[str, Any] | None, codec_source: Path | None,
+           generation: dict[str, Any] | None = None) -> None:
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -208,6 +224,8 @@ def _stage(accelerator: Any, model: Any, staging: Path, side_files: list[Path], 
         save_model(shell, staging)
         for f in side_files:
             shutil.copy2(f, staging / f.name)
+        if generation is not None:
+            write_text(staging / "generation_config.json", json.dumps(generation, indent=2) + "\n")
         if codec_source is not None:
             copy_record(codec_source, staging)
     accelerator.wait_for_everyone()
@@ -304,6 +322,7 @@ def train(
     dataset = open_packed(data, spec.seq_len)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
     _check_tokenizer(init, tokenizer, side)
+    generation = _generation_config(side, data)
     codec_source = _codec_source(tokenizer, init)
     if codec_source is not None:
         read_record(codec_source)  # a broken record fails before the first step, not at the first save
@@ -370,11 +389,12 @@ def train(
             report("step", metrics)
             if save_every and step % save_every == 0 and step < total:
                 folder = output_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-                _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step}, codec_source)
+                _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step}, codec_source,
+                      generation)
                 report("saved", folder)
             if step >= total:
                 break
     final = output_dir / FINAL
-    _save(accelerator, model, final, side, save_dtype, None, codec_source)
+    _save(accelerator, model, final, side, save_dtype, None, codec_source, generation)
     report("saved", final)
     return TrainResult(model_dir=final, steps=step, history=history, seconds=time.perf_counter() - started)
