@@ -12,8 +12,6 @@ so each chunk costs the same however long the utterance is, and gives the one-sh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +23,7 @@ from vita_core.audio import check_waveform, resample
 from vita_core.codec.mini.model import MiniCodecConfig, MiniCodecModel
 from vita_core.codec.weights import strict_load
 from vita_core.errors import CheckpointError, InputError
+from vita_core.files import AtomicFile, write_text
 
 FORMAT = "vita-mini-codec"
 VERSION = 1
@@ -142,15 +141,10 @@ def save_mini_codec(model: MiniCodecModel, folder: str | Path, half: bool = Fals
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    with AtomicFile(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, tmp)
     meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict()}
-    tmp_cfg = folder / (CONFIG_FILE + ".tmp")
-    tmp_cfg.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_cfg, folder / CONFIG_FILE)
+    write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
 
 

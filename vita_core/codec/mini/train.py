@@ -10,7 +10,6 @@ The recipe (recipes/mini/codec.yaml) has two sections: `model` (MiniCodecConfig 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,6 +24,7 @@ from vita_core.codec.mini.codec import save_mini_codec
 from vita_core.codec.mini.model import MiniCodecConfig, MiniCodecModel, mel_filterbank
 from vita_core.data.audio_io import read_mono
 from vita_core.errors import InputError
+from vita_core.files import AtomicFile
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -122,10 +122,9 @@ def _lr(step: int, t: TrainConfig) -> float:
 
 
 def _save_checkpoint(out: Path, model: MiniCodecModel, opt: torch.optim.Optimizer, step: int, t: TrainConfig) -> None:
-    tmp = out / (CHECKPOINT + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "train": asdict(t),
-                "config": model.config.to_dict()}, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    with AtomicFile(out / CHECKPOINT) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "train": asdict(t),
+                    "config": model.config.to_dict()}, tmp)
     save_mini_codec(model, out / "codec", half=t.half_weights)
 
 
