@@ -217,3 +217,16 @@ def test_mini_recipe_fits_its_data_mixture_and_preset():
     assert data.ratio == (1, 18, 6, 18)
     assert yaml.safe_load((RECIPES / "data" / "mini.yaml").read_text())["sources"]["piper-tts"]["paths"] == [
         "prepared/piper-tts"]
+
+
+def test_mixed_precision_is_a_recipe_choice():
+    """auto keeps the reference's rule (bf16 autocast on CUDA, fp32 on CPU); bf16 forces autocast on a CPU
+    (vita-mini's recipe, for CPUs with AMX); anything else is named."""
+    from vita_core.train.trainer import mixed_precision
+
+    tiny, mini = load_stage("tiny", 1), load_stage("mini", 1)
+    assert (mixed_precision(tiny, cuda=False), mixed_precision(tiny, cuda=True)) == ("no", "bf16")
+    assert {load_stage("mini", s).mixed_precision for s in (1, 2, 3, 4)} == {"bf16"}
+    assert mixed_precision(mini, cuda=False) == "bf16"
+    with pytest.raises(InputError, match="mixed_precision must be 'auto', 'bf16' or 'no', not 'fp8'"):
+        load_stage("tiny", 1).with_overrides(mixed_precision="fp8")

@@ -53,7 +53,8 @@ def asr(
     check_generation_flags(device=device, dtype=dtype)
     check_language_flag(model, language)
     speech = load_speech_model(model, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype,
-                               need_encoder=True, progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
+                               need_encoder=True, progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir,
+                               task="asr")
     speech.check_language(language)
     if from_stdin:
         rate = speech.input_rate

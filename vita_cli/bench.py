@@ -41,18 +41,25 @@ def bench(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
                    "glm-4-voice-decoder folder."),
     decoder_chunks: int = typer.Option(20, help="With --decoder: full streaming chunks to time."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Bench a trained speech checkpoint as `vita tts` runs it, text to PCM: a folder, "
+                                    "or vita-mini for the bundled one (instead of a random --preset)."),
     tokenizer: Path | None = typer.Option(
         None, help="Tokenizer folder whose vocabulary and audio codes the preset uses (default: the released "
                    "168072-id layout), e.g. vita-mini's from `vita tokenizer build`."),
 ) -> None:
     """Measure tokens/s, backbone forwards and first-audio latency of each mode (or the decoder's speed).
 
-    Examples: vita bench --preset 0.5b --new-tokens 512 ; vita bench --decoder real --device cuda
+    Examples: vita bench --preset 0.5b --new-tokens 512 ; vita bench --model vita-mini ;
+    vita bench --decoder real --device cuda
     """
     from vita_core.bench import bench_modes
 
     if decoder is not None:
         _bench_decoder(decoder, decoder_chunks, device, dtype, seed, as_json)
+        return
+    if model is not None:
+        _bench_speech(model, modes, repeats, warmup, device, dtype, threads, as_json)
         return
     from vita_core.schedule import parse_ratio
     from vita_core.tokens import layout_from_tokenizer, load_tokenizer
@@ -133,6 +140,35 @@ def _batch_cells(m, batch: int) -> dict[str, str]:  # type: ignore[no-untyped-de
     first = m.batch_first_audio_block_ms
     return {f"batch of {batch} tok/s": f"{m.batch_tokens_per_s:.1f}", "per request": f"{m.batch_request_tokens_per_s:.1f}",
             "batch first audio": f"{min(first):.0f}-{max(first):.0f} ms" if first else "none"}
+
+
+def _bench_speech(model: str, modes: str, repeats: int, warmup: int, device: str, dtype: str,
+                  threads: int | None, as_json: bool) -> None:
+    from vita_cli import speech_options as opt
+    from vita_core.speech import check_generation_flags, load_speech_model
+    from vita_core.speech_bench import SENTENCES, bench_speech
+
+    names = [m.strip() for m in modes.split(",") if m.strip()]
+    for name in names:
+        check_generation_flags(name, device=device, dtype=dtype)
+    speech = load_speech_model(model, device=device, dtype=dtype, need_decoder=True, progress=opt.progress(as_json),
+                               task="tts")
+    r = bench_speech(speech, names, repeats=repeats, warmup=warmup, threads=threads, dtype=dtype,
+                     progress=lambda msg: err_console.log(msg) if not as_json else None)
+    if as_json:
+        typer.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    table = Table(title=f"{speech.folder.name} on {r.device}, {dtype}, {r.threads} thread{'s' if r.threads != 1 else ''}"
+                        f", load {r.load_before:.2f} -> {r.load_after:.2f}: `vita tts` of {len(SENTENCES)} sentences "
+                        f"x {repeats}, greedy; real-time factor = wall s per s of speech, decoding included")
+    for col in ("mode", "real-time factor", "speedup", "first audio", "tokens/s", "speech s", "backbone fwd",
+                "MCTP fwd"):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+    for m in r.modes:
+        table.add_row(m.mode, f"{m.real_time_factor:.3f}", f"{m.speedup:.2f}x",
+                      f"{m.first_audio_ms:.0f} ms (max {m.first_audio_ms_max:.0f})", f"{m.tokens_per_s:.1f}",
+                      f"{m.audio_seconds:.1f}", str(m.backbone_forwards), str(m.mtp_forwards))
+    console.print(table)
 
 
 def _bench_decoder(decoder: str, chunks: int, device: str, dtype: str, seed: int, as_json: bool) -> None:

@@ -146,7 +146,7 @@ def chat(
     panel = Panel()
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=True, need_decoder=True, progress=opt.progress(False),
-                               sensevoice_dir=sensevoice_dir)
+                               sensevoice_dir=sensevoice_dir, task="chat")
     sampling = opt.sampling(speech.sampling, temperature, top_k, top_p, repetition_penalty, seed)
     segmenter = _push_to_talk() if push_to_talk else None
     if segmenter is None:

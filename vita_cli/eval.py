@@ -233,7 +233,8 @@ def asr(
 
         check_before_loading(model, [], None, 1, device, dtype)
         with process_group() as ranks:  # under torchrun: each rank transcribes its share, rank 0 scores
-            speech = load_vita(model, tokenizer_dir, None, ranks.device(device), dtype, encoder=True, decoder=False)
+            speech = load_vita(model, tokenizer_dir, None, ranks.device(device), dtype, encoder=True, decoder=False,
+                              task="asr")
             with rank_progress(ranks) as progress:
                 step = (lambda d, t: progress("asr", d, t)) if progress else None
                 hyps = transcribe_items(items, ModelTranscriber(speech, lang), step, ranks)

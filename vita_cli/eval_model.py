@@ -53,12 +53,13 @@ def progress_bar() -> Iterator:
         yield update
 
 
-def load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, encoder: bool, decoder: bool):
+def load_vita(model: Path, tokenizer_dir, decoder_dir, device: str, dtype: str, encoder: bool, decoder: bool,
+              task: str):
     """vita's own model for generating what is then scored; codec folders also come from env or config."""
     from vita_core.speech import load_speech_model
 
     return load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, need_encoder=encoder,
-                             need_decoder=decoder, progress=opt.progress(False))
+                             need_decoder=decoder, progress=opt.progress(False), task=task)
 
 
 def check_before_loading(model: Path, modes: list[str], out_dir: Path | None, max_new_tokens: int, device: str,
@@ -103,7 +104,7 @@ def synthesize_seed_tts(items: list, model: Path, modes: list[str], voice_prompt
         check_prompt_wavs(items)
     check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype, voice_prompt=voice_prompt)
     speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=voice_prompt,
-                       decoder=True)
+                       decoder=True, task="tts")
     settings = {out_dir / m: run_settings(speech, m, max_new_tokens, voice_prompt=voice_prompt) for m in modes}
     claim_folders(settings, ranks)
     synthesize = tts_synthesizer(speech, voice_prompt, max_new_tokens=max_new_tokens)
@@ -131,7 +132,8 @@ def answer_questions(items: list, model: Path, modes: list[str], tokenizer_dir, 
     from vita_core.eval.sqa_bench import answer_all
 
     check_before_loading(model, modes, out_dir, max_new_tokens, device, dtype)
-    speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=True, decoder=True)
+    speech = load_vita(model, tokenizer_dir, decoder_dir, ranks.device(device), dtype, encoder=True, decoder=True,
+                       task="sqa")
     claim_folders({out_dir / m: run_settings(speech, m, max_new_tokens) for m in modes}, ranks)
     with rank_progress(ranks) as progress:
         for mode in modes:

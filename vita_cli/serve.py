@@ -78,7 +78,7 @@ def serve(
     _check_port(host, port)
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=_hears(tokenizer_dir), need_decoder=True,
-                               progress=opt.progress(False))
+                               progress=opt.progress(False), task="tts", notice=opt.notice())
     server = create_app(speech, max_queue=max_queue, max_upload_mb=max_upload_mb)
     err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(server, host=host, port=port, log_level="info")

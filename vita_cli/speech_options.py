@@ -39,6 +39,11 @@ def progress(quiet: bool) -> Callable[[str], None]:
     return (lambda _msg: None) if quiet else (lambda msg: err_console.log(msg))
 
 
+def notice() -> Callable[[str], None]:
+    """The one-line notice that the bundled vita-mini is in use, on stderr (kept even when quiet)."""
+    return lambda msg: err_console.print(msg, highlight=False, soft_wrap=True)
+
+
 def sampling(base: Sampling, temperature: float | None, top_k: int | None, top_p: float | None,
              repetition_penalty: float | None, seed: int | None) -> Sampling:
     """The checkpoint's defaults with the flags that were given laid over them."""

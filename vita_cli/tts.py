@@ -144,7 +144,8 @@ def tts(
     report = err_console if to_stdout else console
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=prompt_wav is not None, need_decoder=True,
-                               progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir)
+                               progress=opt.progress(quiet), sensevoice_dir=sensevoice_dir, task="tts",
+                               notice=opt.notice())
     sampling = opt.sampling(speech.sampling, temperature, top_k, top_p, repetition_penalty, seed)
     voice = voice_prompt(speech, prompt_wav) if prompt_wav is not None else None
     rate = int(speech.decoder.sample_rate)

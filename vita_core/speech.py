@@ -60,7 +60,7 @@ def check_language_flag(model: str | Path | None, language: str) -> None:
         return
     from vita_core.model.checkpoint import is_plus, read_config
 
-    if not is_plus(read_config(resolve_folder("model", model))):
+    if not is_plus(read_config(resolve_model(model)[0])):
         raise InputError(NO_LANGUAGE.format(language=language))
 
 
@@ -94,25 +94,42 @@ def read_user_config(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
+def _configured(key: str, given: str | Path | None) -> tuple[Any, str]:
+    """The value for `key` from the flag, else the environment, else the config file (None if none) and its source."""
+    if given is not None:
+        return given, FLAGS[key]
+    if os.environ.get(ENV[key]):
+        return os.environ[ENV[key]], ENV[key]
+    cfg = read_user_config()
+    if cfg.get(key):
+        return cfg[key], f"{key} in {config_file()}"
+    return None, FLAGS[key]
+
+
 def resolve_folder(key: str, given: str | Path | None, fallback: Path | None = None) -> Path:
-    """Explicit flag, then environment variable, then config file, then `fallback`; checked to be a folder."""
-    source = FLAGS[key]
-    value: Any = given
-    if value is None and os.environ.get(ENV[key]):
-        value, source = os.environ[ENV[key]], ENV[key]
-    if value is None:
-        cfg = read_user_config()
-        if cfg.get(key):
-            value, source = cfg[key], f"{key} in {config_file()}"
+    """Explicit flag, then environment variable, then config file, then `fallback`; checked to be a folder.
+
+    A model named `vita-mini` is the bundled one (vita_core/bundled.py)."""
+    from vita_core.bundled import by_name
+
+    value, source = _configured(key, given)
     if value is None and fallback is not None:
         value = fallback
     if value is None:
         raise InputError(f"no {key.replace('_', ' ')} folder given: pass {FLAGS[key]} DIR, set {ENV[key]}, "
                          f"or add {key} = \"DIR\" to ~/.config/vita/config.toml ({WHAT[key]})")
-    path = Path(str(value)).expanduser()
+    path = (by_name(str(value)) if key == "model" else None) or Path(str(value)).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"{source} points at {path}, which is not a folder; expected {WHAT[key]}")
     return path
+
+
+def resolve_model(given: str | Path | None) -> tuple[Path, bool]:
+    """The checkpoint folder (flag, env, config, else the bundled vita-mini) and whether it is that fallback."""
+    from vita_core.bundled import bundled_model
+
+    fallback = bundled_model() if _configured("model", given)[0] is None else None
+    return resolve_folder("model", given, fallback), fallback is not None
 
 
 def read_generation_config(folder: Path) -> dict[str, Any]:
@@ -294,10 +311,14 @@ def load_speech_model(
     need_decoder: bool = False,
     progress: Callable[[str], None] | None = None,
     sensevoice_dir: str | Path | None = None,
+    task: str = "tts",
+    notice: Callable[[str], None] | None = None,
 ) -> SpeechModel:
     """Load checkpoint + tokenizer (+ audio input / speech decoder when the task needs them).
 
     `need_encoder` loads the speech tokenizer, or for a Plus checkpoint SenseVoice and its projector.
+    `task` (tts, asr, chat, sqa) is checked against the checkpoint's card; `notice` gets the one line
+    saying the bundled vita-mini is used because no model was given.
     """
     from vita_core import codec
     from vita_core.bench import resolve_device
@@ -307,8 +328,13 @@ def load_speech_model(
     from vita_core.schedule import get_mode
     from vita_core.tokens import NUM_AUDIO_CODES, ChatFormat, layout_from_tokenizer, load_tokenizer
 
+    from vita_core.bundled import check_task, default_notice
+
     say = progress or (lambda _msg: None)
-    folder = resolve_folder("model", model)
+    folder, fallback = resolve_model(model)
+    check_task(folder, task)
+    if fallback and notice is not None:
+        notice(default_notice(folder))
     config = read_config(folder)
     plus = is_plus(config)
     own = read_record(folder)  # the checkpoint's codec (glm4voice when it records none)

@@ -61,9 +61,9 @@ def run_settings(speech: SpeechModel, mode: str, max_new_tokens: int, **extra: o
 def planned_settings(model: str | Path | None, mode: str, max_new_tokens: int, **extra: object) -> dict:
     """`run_settings` of a checkpoint folder before it is loaded (its sampling from generation_config.json),
     so a folder of other settings fails before the slow load."""
-    from vita_core.speech import checkpoint_defaults, read_generation_config, resolve_folder
+    from vita_core.speech import checkpoint_defaults, read_generation_config, resolve_model
 
-    folder = resolve_folder("model", model)
+    folder = resolve_model(model)[0]
     sampling = checkpoint_defaults(read_generation_config(folder), 0)[2]  # sampling does not depend on N
     return _settings(folder, sampling, mode, max_new_tokens, **extra)
 

@@ -43,6 +43,7 @@ class StageSpec:
     gradient_checkpointing: bool = True
     mtp_loss_weight: float = 1.0
     seed: int = 42
+    mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 or no forces it
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +60,8 @@ class StageSpec:
         for name in ("lr", "max_steps", "seq_len", "micro_batch_size", "grad_accum", "mtp_lr_mult"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            problems.append(f"mixed_precision must be 'auto', 'bf16' or 'no', not {self.mixed_precision!r}")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
             problems.append("warmup_ratio must be in [0, 1) and min_lr_ratio in [0, 1]")
         if problems:

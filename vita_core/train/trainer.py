@@ -94,8 +94,16 @@ class _Tally:
         return metrics
 
 
+def mixed_precision(spec: StageSpec, cuda: bool) -> str:
+    """Accelerate's mixed_precision for the recipe: auto is bf16 autocast on CUDA and fp32 on CPU (where
+    bf16 autocast pays only on CPUs with AMX or avx512_bf16, so a recipe asks for it)."""
+    if spec.mixed_precision == "auto":
+        return "bf16" if cuda else "no"
+    return spec.mixed_precision
+
+
 def make_accelerator(spec: StageSpec, distributed: str | Path | None = None) -> Any:
-    """bf16 autocast on CUDA, fp32 on CPU; a DeepSpeed JSON or FSDP YAML from recipes/distributed."""
+    """An Accelerator in the recipe's precision; a DeepSpeed JSON or FSDP YAML from recipes/distributed."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
 
@@ -118,7 +126,7 @@ def make_accelerator(spec: StageSpec, distributed: str | Path | None = None) -> 
         else:
             raise InputError(f"--distributed {path}: expected a DeepSpeed .json or an FSDP .yaml")
     cuda = torch.cuda.is_available()
-    return Accelerator(gradient_accumulation_steps=spec.grad_accum, mixed_precision="bf16" if cuda else "no",
+    return Accelerator(gradient_accumulation_steps=spec.grad_accum, mixed_precision=mixed_precision(spec, cuda),
                        cpu=not cuda, step_scheduler_with_optimizer=False, **kwargs)
 
 
