@@ -20,6 +20,7 @@ def test_bench_json_has_every_mode_and_forward_counts():
     assert (modes["turbo"]["backbone_forwards"], modes["turbo"]["mtp_forwards"]) == (3, 25)
     assert all(m["first_audio_block_ms"] > 0 for m in modes.values())
     assert data["threads"] >= 1 and data["fast_path"] is True and data["read_gb_per_s"] > 0
+    assert data["engine_path"] == "fast path (prepacked oneDNN)"  # the static cache only where CUDA is
     assert data["hf_generate"] is None
     for m in modes.values():
         assert m["limit_tokens_per_s"] > 0 and m["percent_of_limit"] > 0

@@ -36,6 +36,10 @@ def bench(
     threads: int | None = typer.Option(None, help="CPU threads; default: the cores other processes leave free."),
     against_hf: bool = typer.Option(False, "--against-hf", help="Also time Hugging Face generate on the same backbone."),
     batch: int = typer.Option(1, help="Also run each mode as one batch of N requests (different prompts)."),
+    static_cache: bool | None = typer.Option(
+        None, "--static-cache/--no-static-cache",
+        help="The static KV cache + CUDA graphs path; default: on with CUDA only (--no-static-cache to compare, "
+             "--static-cache to run it eagerly on CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     decoder: str | None = typer.Option(
         None, help="Bench the speech decoder instead: 'real' (random weights, released sizes), 'tiny', or a "
@@ -79,7 +83,7 @@ def bench(
             preset=preset, modes=[m.strip() for m in modes.split(",") if m.strip()], new_tokens=new_tokens,
             repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, device=device, dtype=dtype,
             layout=parse_ratio(layout), seed=seed, threads=threads, against_hf=against_hf,
-            batch=batch, progress=lambda msg: err_console.log(msg) if not as_json else None,
+            batch=batch, static_cache=static_cache, progress=lambda msg: err_console.log(msg) if not as_json else None,
             on_mode=on_mode, tokens=tokens,
         )
     except KeyboardInterrupt:
@@ -102,7 +106,7 @@ def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: in
         typer.echo(json.dumps({**result.to_dict(), "interrupted": partial}, indent=2))
         return
     r = result
-    path = "fast path (prepacked oneDNN)" if r.fast_path else "Hugging Face layers"
+    path = r.engine_path
     title = (f"{preset} ({r.parameters / 1e6:.0f}M params) on {r.device}, {dtype}, {path}, {r.threads} "
              f"thread{'s' if r.threads != 1 else ''}, load {r.load_before:.2f} -> {r.load_after:.2f}; "
              f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}; limit = weight bytes "

@@ -78,6 +78,7 @@ class BenchResult:
     fast_path: bool  # the engine ran the CPU fast path (prepacked oneDNN layers)
     read_gb_per_s: float  # measured read bandwidth the limits use
     load_before: float  # 1-minute load average before and after measuring (the machine is shared)
+    engine_path: str  # which forward path ran, in words (`Engine.path`): static KV cache + CUDA graphs, ...
     load_after: float = 0.0
     batch: int = 1
     modes: list[ModeResult] = field(default_factory=list)
@@ -186,6 +187,7 @@ def bench_modes(
     threads: int | None = None,
     against_hf: bool = False,
     batch: int = 1,
+    static_cache: bool | None = None,
     progress: Callable[[str], None] | None = None,
     tokens: TokenLayout | None = None,
     on_mode: Callable[[BenchResult], None] | None = None,
@@ -196,7 +198,8 @@ def bench_modes(
     each mode as one batch of that many requests with different random prompts (`Engine.generate_batch`).
     `tokens` (a tokenizer's layout, e.g. vita-mini's) sizes the vocabulary and the audio codes the
     engine writes; without it the released layout (168072 ids, 16384 codes) is used.
-    `on_mode(result)` is called as each mode finishes, with the modes measured so far (speedups
+    `static_cache` picks the engine's static-KV-cache path (None: on CUDA only; False turns it off there,
+    to compare; True runs it eagerly on CPU). `on_mode(result)` is called as each mode finishes, with the modes measured so far (speedups
     included), so a caller can show results as they come and keep them if the run is stopped.
     """
     if new_tokens < 16:
@@ -218,20 +221,21 @@ def bench_modes(
     torch.set_num_threads(threads or free_cores())
     try:
         return _measure(preset, names, modes, new_tokens, repeats, warmup, prompt_tokens, device, dtype, layout,
-                        seed, against_hf, batch, say, tokens, on_mode)
+                        seed, against_hf, batch, static_cache, say, tokens, on_mode)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: int, repeats: int, warmup: int,
              prompt_tokens: int, device: str, dtype: str, layout: Sequence[int], seed: int, against_hf: bool,
-             batch: int, say: Callable[[str], None], tokens: TokenLayout | None,
+             batch: int, static_cache: bool | None, say: Callable[[str], None], tokens: TokenLayout | None,
              on_mode: Callable[[BenchResult], None] | None) -> BenchResult:
     load_before = load_average()
     say(f"building a random {preset} model on {device} ({dtype}), {torch.get_num_threads()} thread(s)")
     model = random_model(preset_config(preset, tokens=tokens), seed=seed, dtype=DTYPES[dtype], device=device)
     tokens = tokens or RELEASED_LAYOUT
-    engine = Engine(model, tokens)
+    engine = Engine(model, tokens, static_cache=static_cache)
+    say(f"engine: {engine.path}")
     content = Layout(layout, strict=True)
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, tokens.endoftext, (prompt_tokens,), generator=g).tolist()  # text ids precede specials
@@ -240,7 +244,7 @@ def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: in
     weights = WeightBytes.of(model)
     result = BenchResult(preset, device, dtype, new_tokens, prompt_tokens, repeats, list(layout),
                          sum(p.numel() for p in model.parameters()), torch.get_num_threads(), engine.fast is not None,
-                         round(bandwidth / 1e9, 2), load_before, batch=batch)
+                         round(bandwidth / 1e9, 2), load_before, engine.path, batch=batch)
     prompts = [prompt] + [torch.randint(0, tokens.endoftext, (prompt_tokens,), generator=g).tolist()
                           for _ in range(batch - 1)]
     for name in names:

@@ -20,6 +20,7 @@ from vita_core.kv_cache import KVCache
 from vita_core.model.attention import causal_mask_for_cache
 from vita_core.model.fast import FastModel, Linear, fast_path_supported
 from vita_core.model.modeling import VitaAudioForCausalLM
+from vita_core.model.static import StaticKVCache, StaticModel
 from vita_core.schedule import BACKBONE, Kind, Layout, LayoutState, Mode, get_mode
 from vita_core.tokens import TokenLayout
 
@@ -98,7 +99,7 @@ class GenerationState:
     # came with its own embeddings (Plus audio features), which only the backbone reads
     hidden: torch.Tensor  # [levels, T_max, H]: level 0 backbone, level k+1 module k's output
     seen: list[int]  # per level: next position to process (backbone starts at 0, module k at k+1)
-    cache: KVCache
+    cache: KVCache | StaticKVCache
     layout_state: LayoutState = field(default_factory=LayoutState)
     generator: torch.Generator | None = None
     presence: torch.Tensor | None = None  # bool [V]: ids seen so far (repetition penalty)
@@ -107,20 +108,33 @@ class GenerationState:
 class Engine:
     """Runs requests on a shared, read-only model.
 
-    `fast=None` takes the CPU fast path (`vita_core.model.fast.FastModel`: prepacked oneDNN weights, ~20 ops
-    a layer) wherever it is supported (CPU, float32 or bfloat16) and Hugging Face's layers
-    elsewhere; `fast=False` forces the latter (the reference the fast path is tested against).
+    `static_cache=None` takes the GPU fast path on CUDA (`vita_core.model.static.StaticModel`: a KV cache
+    preallocated at `static_len` positions, each recurring pass replayed as a CUDA graph) and nowhere else;
+    `static_cache=True` runs that same path eagerly on CPU (how its logic is tested), `False` turns it off.
+    Otherwise `fast=None` takes the CPU fast path (`vita_core.model.fast.FastModel`: prepacked oneDNN
+    weights, ~20 ops a layer) wherever it is supported (CPU, float32 or bfloat16) and Hugging Face's
+    layers elsewhere; `fast=False` forces the latter (the reference the fast paths are tested against).
     """
 
-    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout, fast: bool | None = None) -> None:
+    def __init__(self, model: VitaAudioForCausalLM, tokens: TokenLayout, fast: bool | None = None,
+                 static_cache: bool | None = None, static_len: int = 4096) -> None:
         self.model = model
         self.tokens = tokens
         tokens.check_config(model.config.vocab_size)
         self.device = model.lm_head.weight.device
+        if static_cache is None:
+            static_cache = self.device.type == "cuda" and not fast
+        if static_cache and fast:
+            raise InputError("the static KV cache and the CPU fast path are two different engines; "
+                             "pass static_cache=False to use the fast path")
+        if static_len < 1:
+            raise InputError(f"static_len {static_len} must be at least 1 position")
+        self.static = StaticModel(model, static_len, graphs=self.device.type == "cuda") if static_cache else None
         if fast and not fast_path_supported(model):
             raise InputError(f"the fast path needs a CPU model in float32 or bfloat16, not "
                              f"{self.device.type} {model.lm_head.weight.dtype}; leave it off")
-        self.fast = FastModel(model) if (fast_path_supported(model) if fast is None else fast) else None
+        auto_fast = self.static is None and fast_path_supported(model)
+        self.fast = FastModel(model) if (auto_fast if fast is None else fast) else None
         pack = self.fast is not None
         w = model.lm_head.weight.detach()
         # Logits only over the rows a position may choose: the text rows, or the codes + <|end_of_audio|>.
@@ -128,6 +142,13 @@ class Engine:
         self._code_head = Linear(torch.cat([w[tokens.audio_offset : tokens.audio_end],
                                             w[tokens.end_of_audio : tokens.end_of_audio + 1]]), pack=pack)
         self._full_head = Linear(w, pack=False)  # free layouts (Kind.ANY) only
+
+    @property
+    def path(self) -> str:
+        """Which forward path this engine runs, in words (for `vita bench`)."""
+        if self.static is not None:
+            return "static KV cache + CUDA graphs" if self.static.graphs else "static KV cache (eager)"
+        return "fast path (prepacked oneDNN)" if self.fast is not None else "Hugging Face layers"
 
     # ---- forward passes ----
 
@@ -143,7 +164,9 @@ class Engine:
             token_embeds=embeds if prompt_embeds is None else torch.zeros_like(embeds),
             hidden=torch.zeros(levels, total, hidden, device=self.device, dtype=dtype),
             seen=[0] + [k + 1 for k in range(m.num_mtp)],
-            cache=KVCache(m.config, total, range(m.config.num_hidden_layers), self.device, dtype),
+            # a request needs prompt + budget positions (the last token is never fed back)
+            cache=(self.static.acquire(total - 1) if self.static is not None
+                   else KVCache(m.config, total, range(m.config.num_hidden_layers), self.device, dtype)),
         )
         ids = torch.tensor(prompt, device=self.device)
         state.token_embeds[: len(prompt)] = m.embed(ids)
@@ -178,6 +201,10 @@ class Engine:
                 outs = self.fast.mtp(producer, [s.token_embeds[a:b] for s, (a, b) in zip(states, spans)],
                                      [s.hidden[producer, a - 1 : b - 1] for s, (a, b) in zip(states, spans)],
                                      starts, caches)
+        elif self.static is not None:  # one (graph) pass per request: a graph holds one request's cache
+            outs = [self.static.run(producer, s.embeds[a:b], None, a, s.cache) if producer == BACKBONE
+                    else self.static.run(producer, s.token_embeds[a:b], s.hidden[producer, a - 1 : b - 1], a, s.cache)
+                    for s, (a, b) in zip(states, spans)]
         else:
             outs = [self._run_hf(s, producer, a, b) for s, (a, b) in zip(states, spans)]
         for s, (a, b), out in zip(states, spans, outs):
@@ -302,6 +329,14 @@ class Engine:
         """
         running = [self._start(r) for r in requests]
         t0 = time.perf_counter()
+        try:
+            yield from self._loop(running, t0)
+        finally:  # also when the caller stops early: the static caches go back to the pool
+            for r in running:
+                if self.static is not None and r.state is not None:
+                    self.static.release(r.state.cache)
+
+    def _loop(self, running: list[_Running], t0: float) -> Iterator[tuple[int, Event]]:
         with torch.inference_mode():
             for r in running:
                 r.state = self._new_state(r.request.prompt, len(r.producers), r.request.prompt_embeds,
