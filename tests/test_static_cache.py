@@ -150,3 +150,18 @@ def test_bench_reports_which_path_ran():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["engine_path"] == "static KV cache (eager)" and data["fast_path"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the real graphs (the CPU runs emulate them)")
+@pytest.mark.parametrize("mode", ["vanilla", "boost", "turbo"])
+def test_cuda_graphs_give_the_tokens_of_the_dynamic_engine_on_gpu(mode):
+    model = random_model(preset_config("tiny", num_mtp=3), seed=2, dtype=torch.float32, device="cuda",
+                         attn_implementation="sdpa")  # flash-attn has no float32 kernels
+    graphed, dynamic = Engine(model, LAY), Engine(model, LAY, static_cache=False)
+    assert graphed.path == "static KV cache + CUDA graphs" and dynamic.path == "Hugging Face layers"
+    kw = dict(mode=mode, layout=LAYOUTS["boost"], max_new_tokens=48, stop_ids=())
+    for prompt in (PROMPT, PROMPT[2:]):  # the second request replays the first one's graphs
+        a, b = generate_ids(dynamic, prompt, **kw), generate_ids(graphed, prompt, **kw)
+        assert b.tokens == a.tokens and b.producers == a.producers
+    (cache,) = graphed.static._free
+    assert cache.graphs
