@@ -100,6 +100,7 @@ class StaticModel:
         return self._new_cache(self.max_len)
 
     def release(self, cache: StaticKVCache) -> None:
+        """Give a request's cache back for the next one (dropped if the pool has grown past it)."""
         with self._lock:
             if cache.max_len >= self.max_len:
                 self._free.append(cache)
