@@ -247,6 +247,13 @@ def test_serve_help_names_the_routes():
     assert r.exit_code == 0 and "/v1/audio/speech" in r.stdout and "--port" in r.stdout
 
 
+@pytest.mark.parametrize("flag, words", [("--max-queue=0", "--max-queue 0 must be at least 1"),
+                                         ("--request-timeout=0", "--request-timeout 0.0 must be above 0")])
+def test_limits_are_checked_before_loading(tiny_checkpoint_f32, decoder_dir, no_model_load, flag, words):
+    r = CliRunner().invoke(app, ["serve", "--model", str(tiny_checkpoint_f32), "--decoder-dir", str(decoder_dir), flag])
+    assert r.exit_code == 1 and words in r.stderr
+
+
 def test_a_port_in_use_fails_before_loading(tiny_checkpoint_f32, decoder_dir, no_model_load):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

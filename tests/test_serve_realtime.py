@@ -6,6 +6,7 @@ The user speaks a real recording (LibriVox, Debian pocketsphinx-testdata) sent a
 
 import base64
 import json
+import threading
 from dataclasses import replace
 
 import httpx
@@ -109,6 +110,7 @@ def test_speech_during_an_answer_cancels_it(url, model_id, spoken):
         s.speak(spoken)
         first = s.until("response.created")["response"]["id"]
         s.until("response.audio.delta")  # the answer is playing: the user speaks again
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # generation runs off the event loop
         s.speak(spoken)
         s.until("input_audio_buffer.speech_started")
         cancelled = s.until("response.done")["response"]
@@ -165,6 +167,25 @@ def test_a_server_that_cannot_hear_or_another_model_is_refused(speech, model_id)
             assert json.loads(ws.recv(timeout=30))["error"]["code"] == "no_audio_input"
         with connect(f"{base.replace('http', 'ws')}/v1/realtime?model=gpt-realtime") as ws:
             assert json.loads(ws.recv(timeout=30))["error"]["code"] == "model_not_found"
+
+
+def test_an_answer_past_the_request_timeout_is_incomplete(speech, model_id, spoken, monkeypatch):
+    import vita_server.realtime
+
+    class Held(vita_server.realtime.SpokenAnswer):
+        def __iter__(self):
+            threading.Event().wait(1.0)  # longer than the server's 0.2 s limit
+            return super().__iter__()
+
+    monkeypatch.setattr(vita_server.realtime, "SpokenAnswer", Held)
+    with serving(create_app(speech, request_timeout=0.2)) as base:
+        s = open_socket(base, model_id, turn_detection=None, max_response_output_tokens=12)
+        with s.ws:
+            s.speak(spoken)
+            s.send("input_audio_buffer.commit")
+            s.send("response.create")
+            done = s.until("response.done")["response"]
+    assert done["status"] == "incomplete" and done["status_details"]["reason"] == "request_timeout"
 
 
 def test_input_audio_is_resampled_from_24_khz_in_any_chunking():
