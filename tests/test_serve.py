@@ -191,6 +191,43 @@ def test_concurrent_requests_each_get_their_own_answer(client, model_id, speech)
     assert len(set(wanted)) == len(texts) and got == wanted
 
 
+def test_speech_requests_that_wait_together_run_as_one_batch(client, model_id, speech, monkeypatch):
+    import vita_server.batch
+    from vita_core.generate import Engine
+
+    texts = ["One.", "Two words.", "Three small words.", "Zebra"]
+    wanted = [library_wav(speech, text=t)[0] for t in texts]
+    gate, sizes, started = threading.Event(), [], []
+    real_synthesize, real_batch, real_start = vita_core.tts.synthesize, Engine.generate_batch, \
+        vita_server.batch.SpeechBatcher.start
+
+    def held(*args, **kwargs):  # the first request holds the model thread until the other three wait
+        assert gate.wait(30), "the test never released the generation"
+        return real_synthesize(*args, **kwargs)
+
+    def counted(self, requests):
+        sizes.append(len(requests))
+        return real_batch(self, requests)
+
+    def start(self, rt, task):
+        job = real_start(self, rt, task)
+        started.append(task.text)
+        if len(started) == len(texts):
+            gate.set()
+        return job
+
+    monkeypatch.setattr(vita_core.tts, "synthesize", held)
+    monkeypatch.setattr(Engine, "generate_batch", counted)
+    monkeypatch.setattr(vita_server.batch.SpeechBatcher, "start", start)
+    with ThreadPoolExecutor(len(texts)) as pool:
+        first = pool.submit(speak, client, model_id, input=texts[0])
+        while not started:
+            time.sleep(0.01)
+        rest = [pool.submit(speak, client, model_id, input=t) for t in texts[1:]]
+        got = [first.result()[1]] + [f.result()[1] for f in rest]
+    assert sizes == [1, 3] and got == wanted  # one batch of three, each answer the bytes it gets alone
+
+
 def test_a_full_queue_is_503_and_an_upload_over_the_limit_413(speech, model_id, expected, monkeypatch):
     gate, real = threading.Event(), vita_core.tts.synthesize
     monkeypatch.setattr(vita_core.tts, "synthesize", lambda *a, **k: (gate.wait(30), real(*a, **k))[1])

@@ -2,7 +2,8 @@
 
 Generation runs in one worker thread (vita_server.jobs: requests wait their turn, in order, at most
 `max_queue` of them running or waiting; more get 503), so the event loop stays free: /health answers
-while the model works, and audio reaches the client as the codec decodes it.
+while the model works, and audio reaches the client as the codec decodes it. Speech requests that
+wait together are generated in one batch (vita_server.batch), each with the codes it would get alone.
 The audio goes through vita_core's own sinks (`StreamSink` for wav/pcm, the WAV header with an
 open length exactly as `vita tts --out -` writes it), and an upload goes through `vita asr`'s own
 `transcribe`, so the server and the CLI give the same bytes and the same text.
@@ -16,16 +17,15 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, AsyncIterator, Literal
 
-import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from vita_core.errors import InputError
-from vita_core.sinks import StreamSink, flac_bytes
 from vita_core.speech import SpeechModel
 from vita_server import errors
 from vita_server.errors import ApiError
+from vita_server.batch import SpeechBatcher, SpeechTask
 from vita_server.jobs import Job, Runtime, TimedOut, check_limits
 
 if TYPE_CHECKING:
@@ -51,20 +51,6 @@ class SpeechRequest(BaseModel):
     temperature: float | None = None
     seed: int | None = None
     max_new_tokens: int = 1024
-
-
-class _JobStream:
-    """A binary stream for `StreamSink` whose writes go to the job (so each write also checks it should go on)."""
-
-    def __init__(self, job: Job) -> None:
-        self._job = job
-
-    def write(self, data: bytes) -> int:
-        self._job.put(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        """Every write is handed over at once; nothing is buffered."""
 
 
 def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, Sampling]:
@@ -104,6 +90,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
     check_limits(max_queue, max_upload_mb, request_timeout)
     rt = Runtime(speech, model_id or speech.folder.name, max_queue, max_upload_mb, request_timeout)
     model_id = rt.model_id
+    batcher = SpeechBatcher(max_batch=max_queue)
     created = int(speech.folder.stat().st_mtime)
 
     @asynccontextmanager
@@ -132,24 +119,8 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
 
     @app.post("/v1/audio/speech")
     async def audio_speech(req: SpeechRequest) -> StreamingResponse:
-        from vita_core.tts import synthesize
-
         check_model(rt, req.model)
         job_speech, sampling = _speech_job(speech, req)
-        rate = int(speech.decoder.sample_rate)
-
-        def work(job: Job) -> None:
-            progress = lambda _p: job.check()  # noqa: E731  (a cancelled or late job stops at its next token)
-            if req.response_format == "flac":  # FLAC needs its sizes up front: sent whole once generated
-                chunks: list[np.ndarray] = []
-                synthesize(job_speech, req.input, chunks.append, sampling=sampling,
-                           max_new_tokens=req.max_new_tokens, on_progress=progress)
-                job.put(flac_bytes(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), rate))
-            else:
-                sink = StreamSink(_JobStream(job), rate, req.response_format)
-                synthesize(job_speech, req.input, sink.write, sampling=sampling,
-                           max_new_tokens=req.max_new_tokens, on_progress=progress)
-                sink.close()
 
         async def body(job: Job) -> AsyncIterator[bytes]:
             try:
@@ -161,7 +132,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
                 job.cancel()
                 rt.release(job)
 
-        job = rt.start(work)
+        job = batcher.start(rt, SpeechTask(job_speech, req.input, sampling, req.max_new_tokens, req.response_format))
         return StreamingResponse(body(job), media_type=MEDIA_TYPES[req.response_format])
 
     @app.post("/v1/audio/transcriptions")

@@ -97,11 +97,16 @@ class Runtime:
             job.released = True
             self.queued -= 1
 
-    def start(self, work: Callable[[Job], None]) -> Job:
-        """Take a slot (503 when none is free) and queue `work(job)` on the model thread; call on the event loop."""
+    def start(self, work: Callable[[Job], None], before: Callable[[Job], None] | None = None) -> Job:
+        """Take a slot (503 when none is free) and queue `work(job)` on the model thread; call on the event loop.
+
+        `before(job)` runs first, before the work can start (to register the job where other work finds it).
+        """
         loop = asyncio.get_running_loop()
         self.take_slot()
         job = Job(loop, self.request_timeout)
+        if before is not None:
+            before(job)
 
         def run() -> None:
             outcome: Any = _END
