@@ -191,17 +191,17 @@ def test_concurrent_requests_each_get_their_own_answer(client, model_id, speech)
     assert len(set(wanted)) == len(texts) and got == wanted
 
 
-def test_speech_requests_that_wait_together_run_as_one_batch(client, model_id, speech, monkeypatch):
+@pytest.fixture
+def batches(monkeypatch):
+    """Holds the first speech request on the model thread until `release()`; records each batch's size."""
     import vita_server.batch
     from vita_core.generate import Engine
 
-    texts = ["One.", "Two words.", "Three small words.", "Zebra"]
-    wanted = [library_wav(speech, text=t)[0] for t in texts]
-    gate, sizes, started = threading.Event(), [], []
+    gate, sizes, jobs = threading.Event(), [], []
     real_synthesize, real_batch, real_start = vita_core.tts.synthesize, Engine.generate_batch, \
         vita_server.batch.SpeechBatcher.start
 
-    def held(*args, **kwargs):  # the first request holds the model thread until the other three wait
+    def held(*args, **kwargs):
         assert gate.wait(30), "the test never released the generation"
         return real_synthesize(*args, **kwargs)
 
@@ -210,22 +210,52 @@ def test_speech_requests_that_wait_together_run_as_one_batch(client, model_id, s
         return real_batch(self, requests)
 
     def start(self, rt, task):
-        job = real_start(self, rt, task)
-        started.append(task.text)
-        if len(started) == len(texts):
-            gate.set()
-        return job
+        jobs.append(real_start(self, rt, task))  # queued: from here on a batch can find it
+        return jobs[-1]
 
     monkeypatch.setattr(vita_core.tts, "synthesize", held)
     monkeypatch.setattr(Engine, "generate_batch", counted)
     monkeypatch.setattr(vita_server.batch.SpeechBatcher, "start", start)
+    return gate, sizes, jobs
+
+
+def wait_for(condition):
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("the server never got there")
+
+
+def test_speech_requests_that_wait_together_run_as_one_batch(client, model_id, speech, batches):
+    gate, sizes, jobs = batches
+    texts = ["One.", "Two words.", "Three small words.", "Zebra"]
     with ThreadPoolExecutor(len(texts)) as pool:
         first = pool.submit(speak, client, model_id, input=texts[0])
-        while not started:
-            time.sleep(0.01)
+        wait_for(lambda: len(jobs) == 1)
         rest = [pool.submit(speak, client, model_id, input=t) for t in texts[1:]]
+        wait_for(lambda: len(jobs) == len(texts))
+        gate.set()
         got = [first.result()[1]] + [f.result()[1] for f in rest]
-    assert sizes == [1, 3] and got == wanted  # one batch of three, each answer the bytes it gets alone
+    wanted = [library_wav(speech, text=t)[0] for t in texts]
+    assert sizes[:2] == [1, 3] and got == wanted  # one batch of three, each answer the bytes it gets alone
+
+
+def test_a_client_that_leaves_drops_out_of_its_batch(client, url, model_id, speech, batches):
+    gate, sizes, jobs = batches
+    texts = ["One.", "Two words.", "Zebra"]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        first = pool.submit(speak, client, model_id, input=texts[0])
+        wait_for(lambda: len(jobs) == 1)
+        with httpx.stream("POST", f"{url}/v1/audio/speech", json={"model": model_id, "voice": "default",
+                          "input": "Leaving now.", "max_new_tokens": 400}) as leaving:
+            assert leaving.status_code == 200
+        wait_for(lambda: len(jobs) == 2 and jobs[1].cancelled.is_set())
+        rest = [pool.submit(speak, client, model_id, input=t) for t in texts[1:]]
+        wait_for(lambda: len(jobs) == 4)
+        gate.set()
+        got = [first.result()[1]] + [f.result()[1] for f in rest]
+    assert sizes[:2] == [1, 2] and got == [library_wav(speech, text=t)[0] for t in texts]
 
 
 def test_a_full_queue_is_503_and_an_upload_over_the_limit_413(speech, model_id, expected, monkeypatch):
