@@ -31,25 +31,15 @@ from starlette.websockets import WebSocketDisconnect
 from vita_core.chat.answer import STAGES, SpokenAnswer
 from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT, Conversation
 from vita_core.chat.vad import RATE, SileroSegmenter, SpeechStart, Utterance
-from vita_core.errors import InputError, VitaError
+from vita_core.errors import VitaError
 from vita_server.audio import Pcm16In, Pcm16Out, b64, b64decode
 from vita_server.errors import ApiError
 from vita_server.jobs import Job, Runtime, TimedOut
+from vita_server.realtime_session import DEFAULT_VAD, INF_TOKENS, Refused, check_modalities, updated
 
 log = logging.getLogger("vita_server")
 FRAME = 512  # silero's frame at 16 kHz
 MIN_COMMIT = RATE // 10  # OpenAI refuses to commit less than 100 ms
-INF_TOKENS = 2048  # max_response_output_tokens "inf": the budget of one answer
-DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
-               "create_response": True, "interrupt_response": True}
-
-
-class Refused(Exception):
-    """A client event that cannot be done: answered with an `error` event."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
 
 
 def _new_id(prefix: str) -> str:
@@ -75,32 +65,6 @@ class _Response:
     sent_audio: bool = False
     usage: dict[str, int] = field(default_factory=dict)
     stages_ms: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(STAGES))
-
-
-def _check_vad(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or value.get("type", "server_vad") != "server_vad":
-        raise Refused("invalid_value", "session.turn_detection: use {\"type\": \"server_vad\", ...} or null",
-                      "session.turn_detection")
-    vad = {**DEFAULT_VAD, **value}
-    if set(vad) - set(DEFAULT_VAD):
-        raise Refused("unknown_parameter", f"session.turn_detection has unknown fields {sorted(set(vad) - set(DEFAULT_VAD))}",
-                      "session.turn_detection")
-    if not isinstance(vad["threshold"], (int, float)) or not 0 < vad["threshold"] < 1:
-        raise Refused("invalid_value", f"session.turn_detection.threshold {vad['threshold']!r} must be between 0 and 1",
-                      "session.turn_detection.threshold")
-    for key in ("silence_duration_ms", "prefix_padding_ms"):
-        if not isinstance(vad[key], int) or vad[key] < (1 if key == "silence_duration_ms" else 0):
-            raise Refused("invalid_value", f"session.turn_detection.{key} {vad[key]!r} must be a whole number of ms",
-                          f"session.turn_detection.{key}")
-    return vad
-
-
-def _check_modalities(value: Any, where: str) -> list[str]:
-    if value not in (["text"], ["text", "audio"], ["audio", "text"]):
-        raise Refused("invalid_value", f'{where} {value!r}: use ["text", "audio"] or ["text"]', where)
-    return list(value)
 
 
 class RealtimeSession:
@@ -188,42 +152,10 @@ class RealtimeSession:
             self.refuse(exc, event.get("event_id") if isinstance(event, dict) else None)
 
     async def session_update(self, event: dict[str, Any]) -> None:
-        from vita_core.schedule import get_mode
-
         given = event.get("session")
         if not isinstance(given, dict):
             raise Refused("invalid_value", "session.update needs a \"session\" object", "session")
-        new, speech = dict(self.session), self.speech
-        for key, value in given.items():
-            where = f"session.{key}"
-            if key == "modalities":
-                new[key] = _check_modalities(value, where)
-            elif key == "voice" and isinstance(value, str):
-                new[key] = value  # vita has the checkpoint's one voice: the name is kept, not used
-            elif key == "instructions" and isinstance(value, str):
-                if self.answered and value != self.session["instructions"]:
-                    raise Refused("invalid_value", "session.instructions can only change before the first response",
-                                  where)
-                new[key] = value
-            elif key == "turn_detection":
-                new[key] = _check_vad(value)
-            elif key in ("input_audio_format", "output_audio_format"):
-                if value != "pcm16":
-                    raise Refused("invalid_value", f"{where} {value!r}: vita takes and gives pcm16 (24 kHz)", where)
-            elif key == "mode" and isinstance(value, str):
-                try:
-                    speech = replace(speech, mode=get_mode(value))
-                except InputError as exc:
-                    raise Refused("invalid_value", f"{where}: {exc}", where) from None
-                new[key] = value
-            elif key == "temperature" and isinstance(value, (int, float)) and value >= 0:
-                new[key] = float(value)
-            elif key == "max_response_output_tokens" and (value == "inf" or (isinstance(value, int) and value >= 1)):
-                new[key] = value
-            elif key in ("input_audio_transcription", "tools", "tool_choice") and not value:
-                continue  # OpenAI's clients send these empty; vita has neither
-            else:
-                raise Refused("invalid_value", f"{where}: {value!r} is not a value vita takes for it", where)
+        new, speech = updated(self.session, given, self.speech, self.answered)
         if new["turn_detection"] != self.session["turn_detection"]:
             self.segmenter = await asyncio.to_thread(self._segmenter, new["turn_detection"])
             self.rest, self.fed, self.speech_item = np.zeros(0, np.float32), 0, None
@@ -317,7 +249,7 @@ class RealtimeSession:
         if self.pending is None:
             raise Refused("input_audio_buffer_empty", "nothing to answer: append audio and commit it (server VAD "
                                                       "commits by itself) before response.create")
-        modalities = _check_modalities(options.get("modalities", self.session["modalities"]), "response.modalities")
+        modalities = check_modalities(options.get("modalities", self.session["modalities"]), "response.modalities")
         self.start_response(modalities)
 
     async def response_cancel(self, _event: dict[str, Any]) -> None:
