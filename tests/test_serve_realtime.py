@@ -188,6 +188,21 @@ def test_an_answer_past_the_request_timeout_is_incomplete(speech, model_id, spok
     assert done["status"] == "incomplete" and done["status_details"]["reason"] == "request_timeout"
 
 
+def test_a_socket_closed_mid_answer_frees_its_slot(speech, model_id, spoken):
+    with serving(create_app(speech, max_queue=1)) as base:
+        s = open_socket(base, model_id, max_response_output_tokens=20000)
+        with s.ws:
+            s.speak(spoken)
+            s.until("response.audio.delta")  # the one slot is taken by this answer; the client goes away
+        body = {"model": model_id, "voice": "default", "input": "Next.", "max_new_tokens": 12}
+        for _ in range(200):
+            r = httpx.post(f"{base}/v1/audio/speech", json=body, timeout=60)
+            if r.status_code != 503:
+                break
+            threading.Event().wait(0.05)
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+
+
 def test_input_audio_is_resampled_from_24_khz_in_any_chunking():
     from vita_server.audio import Pcm16In
 
