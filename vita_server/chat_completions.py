@@ -228,7 +228,8 @@ def install(app: FastAPI, rt: Runtime) -> None:
                 if isinstance(item, _End):
                     end = item
                 else:
-                    text, pcm = text + item[0], pcm + item[1]
+                    text += item[0]
+                    pcm += item[1]
         except TimedOut as exc:
             raise ApiError(504, str(exc), code="request_timeout") from None
         finally:
