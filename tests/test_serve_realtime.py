@@ -124,8 +124,11 @@ def test_speech_during_an_answer_cancels_it(url, model_id, spoken):
     assert second != first and done["id"] == second and done["status_details"]["reason"] == "client_cancelled"
 
 
-def test_manual_commit_and_a_text_only_answer(url, model_id, spoken):
-    s = open_socket(url, model_id, turn_detection=None, modalities=["text"], max_response_output_tokens=12)
+@pytest.mark.parametrize("manual", [None, {"type": "none"}])
+def test_manual_commit_and_a_text_only_answer(url, model_id, spoken, manual):
+    s = open_socket(url, model_id, modalities=["text"], max_response_output_tokens=12)
+    s.send("session.update", session={"turn_detection": manual})
+    assert s.until("session.updated")["session"]["turn_detection"] is None
     with s.ws:
         s.speak(spoken)
         s.send("input_audio_buffer.commit")

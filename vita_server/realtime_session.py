@@ -26,8 +26,8 @@ class Refused(Exception):
 
 
 def _check_vad(value: Any) -> dict[str, Any] | None:
-    """server_vad settings laid over OpenAI's defaults, or None (the client commits its own turns)."""
-    if value is None:
+    """server_vad settings laid over OpenAI's defaults, or None (null or type none: the client commits its turns)."""
+    if value is None or (isinstance(value, dict) and value.get("type") == "none"):
         return None
     if not isinstance(value, dict) or value.get("type", "server_vad") != "server_vad":
         raise Refused("invalid_value", "session.turn_detection: use {\"type\": \"server_vad\", ...} or null",
