@@ -300,3 +300,20 @@ def test_a_second_session_into_the_same_log_and_folder_keeps_the_first(speech, t
     assert all((saved / name).read_bytes() == data for name, data in first.items())
     for row, level in zip(rows, (0.1, 0.1, 0.2, 0.2)):
         assert sf.read(row["files"]["user"], dtype="float32")[0][0] == pytest.approx(level, abs=1e-4)
+
+
+def test_a_spoken_answer_hands_out_its_text_and_sound_step_by_step(speech):
+    from vita_core.chat.answer import SpokenAnswer
+    from vita_core.generate import generate_ids
+
+    prompt = Conversation(speech).prompt(AudioCodes([1, 2, 3]))
+    answer = SpokenAnswer(speech, prompt, max_new_tokens=30)
+    steps = list(answer)
+    whole = generate_ids(speech.engine, prompt, mode=speech.mode, layout=speech.answer_layout(), max_new_tokens=30)
+    assert answer.ids == whole.tokens and len(steps) == 31 and steps[-1].final  # one step per token, then the flush
+    assert "".join(s.text for s in steps) == answer.text == speech.chat.decode_text(whole.tokens)
+    assert sum(s.pcm.size for s in steps) == speech_fakes.SAMPLES_PER_CODE * answer.codes > 0
+    assert answer.stop_reason == "length" and set(answer.stages_ms) == set(STAGES)
+    assert answer.stages_ms["first_text_token"] > 0 and answer.stages_ms["first_audio_codes"] > 0
+    text_only = SpokenAnswer(speech, prompt, max_new_tokens=8, spoken=False)
+    assert not any(s.pcm.size for s in text_only) and text_only.codes == 0 and len(text_only.ids) == 8

@@ -56,9 +56,13 @@ def serve(
     max_queue: int = typer.Option(8, "--max-queue", help="Requests running or waiting for the model; "
                                   "more are answered 503 with Retry-After."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest audio upload (413 above it)."),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Seconds one request may take, "
+                                                    "waiting included (504, or a stream cut short, past it)."),
 ) -> None:
     """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech,
-    POST /v1/audio/transcriptions (with a speech tokenizer from --tokenizer-dir, env or config file).
+    POST /v1/chat/completions (text + audio answers, streamed as SSE), and with a speech tokenizer
+    (--tokenizer-dir, env or config file) POST /v1/audio/transcriptions, input_audio parts and the
+    WebSocket /v1/realtime (OpenAI's Realtime events: server VAD, barge-in, vita's stage timings).
 
     Example: vita serve --model vita-tiny --decoder-dir glm-4-voice-decoder --port 8000;
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json'
@@ -74,11 +78,12 @@ def serve(
     except ImportError as exc:
         raise InputError(f"vita serve needs the serve extra ({exc.name} is missing): pip install 'vita[serve]'") from None
     check_generation_flags(mode, device=device, dtype=dtype)
-    check_limits(max_queue, max_upload_mb)
+    check_limits(max_queue, max_upload_mb, request_timeout)
     _check_port(host, port)
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=_hears(tokenizer_dir), need_decoder=True,
                                progress=opt.progress(False), task="tts", notice=opt.notice())
-    server = create_app(speech, max_queue=max_queue, max_upload_mb=max_upload_mb)
+    server = create_app(speech, max_queue=max_queue, max_upload_mb=max_upload_mb,
+                        request_timeout=request_timeout)
     err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(server, host=host, port=port, log_level="info")

@@ -1,8 +1,9 @@
-"""The FastAPI app: one loaded SpeechModel behind OpenAI's audio routes.
+"""The FastAPI app: one loaded SpeechModel behind OpenAI's audio routes (chat and realtime in their own modules).
 
-Generation runs in one worker thread (requests wait their turn, in order, at most `max_queue` of them
-running or waiting; more get 503), so the event loop stays free: /health answers while the model
-works, and audio reaches the client as the codec decodes it.
+Generation runs in one worker thread (vita_server.jobs: requests wait their turn, in order, at most
+`max_queue` of them running or waiting; more get 503), so the event loop stays free: /health answers
+while the model works, and audio reaches the client as the codec decodes it. Speech requests that
+wait together are generated in one batch (vita_server.batch), each with the codes it would get alone.
 The audio goes through vita_core's own sinks (`StreamSink` for wav/pcm, the WAV header with an
 open length exactly as `vita tts --out -` writes it), and an upload goes through `vita asr`'s own
 `transcribe`, so the server and the CLI give the same bytes and the same text.
@@ -10,30 +11,29 @@ open length exactly as `vita tts --out -` writes it), and an upload goes through
 
 from __future__ import annotations
 
-import asyncio
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, AsyncIterator, Literal
 
-import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from vita_core.errors import InputError
-from vita_core.sinks import StreamSink, flac_bytes
 from vita_core.speech import SpeechModel
 from vita_server import errors
 from vita_server.errors import ApiError
+from vita_server.batch import SpeechBatcher, SpeechTask
+from vita_server.jobs import Job, Runtime, TimedOut, check_limits
 
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
 
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+log = logging.getLogger("vita_server")
 
 
 class SpeechRequest(BaseModel):
@@ -51,26 +51,6 @@ class SpeechRequest(BaseModel):
     temperature: float | None = None
     seed: int | None = None
     max_new_tokens: int = 1024
-
-
-class _Cancelled(Exception):
-    """The client went away: the worker stops generating at its next audio chunk."""
-
-
-class _QueueStream:
-    """A binary stream for `StreamSink` whose writes go, in order, to an asyncio queue on the server's loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancelled: threading.Event) -> None:
-        self._loop, self._queue, self._cancelled = loop, queue, cancelled
-
-    def write(self, data: bytes) -> int:
-        if self._cancelled.is_set():
-            raise _Cancelled
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        """Every write is handed over at once; nothing is buffered."""
 
 
 def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, Sampling]:
@@ -96,52 +76,33 @@ def _speech_job(speech: SpeechModel, req: SpeechRequest) -> tuple[SpeechModel, S
     return speech, sampling
 
 
-def check_limits(max_queue: int, max_upload_mb: float) -> None:
-    """The server's limits must let at least one request in (checked by `vita serve` before the model loads)."""
-    if max_queue < 1:
-        raise InputError(f"--max-queue {max_queue} must be at least 1")
-    if max_upload_mb <= 0:
-        raise InputError(f"--max-upload-mb {max_upload_mb} must be above 0")
-
-
 def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int = 8,
-               max_upload_mb: float = 25.0) -> FastAPI:
+               max_upload_mb: float = 25.0, request_timeout: float | None = None) -> FastAPI:
     """The server for one loaded speech model, known to clients as `model_id` (default: its folder's name).
 
-    `max_queue` bounds the requests running or waiting for the model; `max_upload_mb` the audio uploaded.
+    `max_queue` bounds the requests running or waiting for the model, `max_upload_mb` the audio uploaded,
+    `request_timeout` (seconds, None for none) how long one request may take.
     """
+    from vita_server import chat_completions, realtime
+
     if speech.decoder is None:
         raise InputError("vita serve needs the speech decoder: pass --decoder-dir or set VITA_AUDIO_DECODER")
-    check_limits(max_queue, max_upload_mb)
-    model_id = model_id or speech.folder.name
+    check_limits(max_queue, max_upload_mb, request_timeout)
+    rt = Runtime(speech, model_id or speech.folder.name, max_queue, max_upload_mb, request_timeout)
+    model_id = rt.model_id
+    batcher = SpeechBatcher(max_batch=max_queue)
     created = int(speech.folder.stat().st_mtime)
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vita-generate")
-    queued = [0]  # requests running or waiting in `worker`; only the event loop's thread touches it
-
-    def take_slot() -> None:
-        if queued[0] >= max_queue:
-            raise ApiError(503, f"the server is busy ({queued[0]} requests running or waiting, --max-queue "
-                                f"{max_queue}); retry shortly", code="queue_full", headers={"Retry-After": "1"})
-        queued[0] += 1
-
-    def free_slot() -> None:
-        queued[0] -= 1
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        worker.shutdown(wait=True, cancel_futures=True)
+        rt.worker.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(title="vita", summary="OpenAI-compatible speech server over vita_core", lifespan=lifespan)
     errors.install(app)
 
     def model_card() -> dict:
         return {"id": model_id, "object": "model", "created": created, "owned_by": "vita"}
-
-    def check_model(name: str) -> None:
-        if name != model_id:
-            raise ApiError(404, f"model {name!r} does not exist; this server serves {model_id!r} (GET /v1/models)",
-                           "model", "model_not_found")
 
     @app.get("/health")
     async def health() -> dict:
@@ -153,57 +114,26 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
 
     @app.get("/v1/models/{name}")
     async def get_model(name: str) -> dict:
-        check_model(name)
+        check_model(rt, name)
         return model_card()
 
     @app.post("/v1/audio/speech")
     async def audio_speech(req: SpeechRequest) -> StreamingResponse:
-        from vita_core.tts import synthesize
-
-        check_model(req.model)
+        check_model(rt, req.model)
         job_speech, sampling = _speech_job(speech, req)
-        rate = int(speech.decoder.sample_rate)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-        done = object()
 
-        def run() -> None:
-            outcome: object = done
+        async def body(job: Job) -> AsyncIterator[bytes]:
             try:
-                if cancelled.is_set():
-                    return
-                if req.response_format == "flac":  # FLAC needs its sizes up front: sent whole once generated
-                    chunks: list[np.ndarray] = []
-                    synthesize(job_speech, req.input, chunks.append, sampling=sampling,
-                               max_new_tokens=req.max_new_tokens)
-                    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-                    _QueueStream(loop, queue, cancelled).write(flac_bytes(wav, rate))
-                else:
-                    sink = StreamSink(_QueueStream(loop, queue, cancelled), rate, req.response_format)
-                    synthesize(job_speech, req.input, sink.write, sampling=sampling,
-                               max_new_tokens=req.max_new_tokens)
-                    sink.close()
-            except _Cancelled:
-                pass
-            except BaseException as exc:  # handed to the response, which ends the stream early
-                outcome = exc
-            finally:  # the slot is free before the client sees the end, so its next request finds it free
-                loop.call_soon_threadsafe(free_slot)
-                loop.call_soon_threadsafe(queue.put_nowait, outcome)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while (item := await queue.get()) is not done:
-                    if isinstance(item, BaseException):
-                        raise item
+                async for item in job.items():
                     yield item
-            finally:
-                cancelled.set()  # a client that disconnects stops its generation
+            except TimedOut as exc:  # the status line is long sent: the stream ends early (the log says why)
+                log.warning("speech request stopped: %s", exc)
+            finally:  # a client that disconnects stops its generation and frees its slot
+                job.cancel()
+                rt.release(job)
 
-        take_slot()
-        worker.submit(run)
-        return StreamingResponse(body(), media_type=MEDIA_TYPES[req.response_format])
+        job = batcher.start(rt, SpeechTask(job_speech, req.input, sampling, req.max_new_tokens, req.response_format))
+        return StreamingResponse(body(job), media_type=MEDIA_TYPES[req.response_format])
 
     @app.post("/v1/audio/transcriptions")
     async def audio_transcriptions(file: UploadFile = File(...), model: str = Form(...),
@@ -211,7 +141,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
         from vita_core.asr import render, transcribe
         from vita_core.speech import read_audio
 
-        check_model(model)
+        check_model(rt, model)
         if response_format not in TRANSCRIPT_FORMATS:
             raise ApiError(400, f"response_format {response_format!r}: choose {', '.join(TRANSCRIPT_FORMATS)}",
                            "response_format")
@@ -220,18 +150,12 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
                                 "(or VITA_AUDIO_TOKENIZER) to transcribe", "file")
         name = file.filename or "the upload"
         data = await file.read()
-        if len(data) > max_upload_mb * 2**20:
-            raise ApiError(413, f"{name} is {len(data) / 2**20:.1f} MB, over the server's --max-upload-mb "
-                                f"{max_upload_mb:g}; upload a shorter recording", "file", "file_too_large")
+        check_upload(rt, len(data), name)
         if not data:
             raise ApiError(400, f"{name} is empty (0 bytes): upload a wav, flac or ogg recording", "file")
         rate = speech.input_rate
         wav = read_audio(io.BytesIO(data), rate, name=name)
-        take_slot()
-        try:
-            t = await asyncio.wrap_future(worker.submit(transcribe, speech, wav, rate, name, None, language or "auto"))
-        finally:
-            free_slot()
+        t = await rt.call(transcribe, speech, wav, rate, name, None, language or "auto")
         if response_format == "text":
             return PlainTextResponse(t.text + "\n")
         if response_format == "json":
@@ -242,4 +166,20 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
                                  "text": t.text, "segments": segments})
         return PlainTextResponse(render(t, response_format), media_type="text/plain")
 
+    chat_completions.install(app, rt)
+    realtime.install(app, rt)
     return app
+
+
+def check_model(rt: Runtime, name: str) -> None:
+    """404 for a model this server does not serve."""
+    if name != rt.model_id:
+        raise ApiError(404, f"model {name!r} does not exist; this server serves {rt.model_id!r} (GET /v1/models)",
+                       "model", "model_not_found")
+
+
+def check_upload(rt: Runtime, size: int, name: str) -> None:
+    """413 for uploaded audio over --max-upload-mb."""
+    if size > rt.max_upload_mb * 2**20:
+        raise ApiError(413, f"{name} is {size / 2**20:.1f} MB, over the server's --max-upload-mb "
+                            f"{rt.max_upload_mb:g}; upload a shorter recording", "file", "file_too_large")

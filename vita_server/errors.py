@@ -65,7 +65,8 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(404, f"no route {request.method} {request.url.path}; see GET /health, GET /v1/models, "
-                                       "POST /v1/audio/speech, POST /v1/audio/transcriptions", code="unknown_url")
+                                       "POST /v1/audio/speech, POST /v1/audio/transcriptions, POST /v1/chat/completions, "
+                                       "WebSocket /v1/realtime", code="unknown_url")
         if exc.status_code == 405:
             return error_response(405, f"{request.url.path} does not take {request.method}",
                                   code="method_not_allowed")

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vita_core.chat.answer import STAGES, SpokenAnswer
 from vita_core.chat.devices import INPUT_RATE
 from vita_core.chat.vad import SpeechStart, Utterance
 from vita_core.errors import InputError
@@ -33,7 +34,6 @@ from vita_core.speech import SpeechModel
 from vita_core.tokens import AudioCodes, AudioContext, Message
 
 DEFAULT_SYSTEM_PROMPT = "Your Name: Omni\nYour Gender: female\nRespond in a text-audio interleaved manner."
-STAGES = ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound_out")
 
 
 @dataclass
@@ -177,45 +177,26 @@ class ChatSession:
         return interrupted
 
     def _answer(self, utterance: Utterance) -> None:
-        from vita_core.generate import DoneEvent, TokenEvent
-
         speech, sink, eos = self.speech, self.sink, utterance.end_time
         turn = Turn(index=self.first_index + len(self.turns) + 1, user_seconds=utterance.seconds, user_codes=0,
                     session=self.session)
-        ms = lambda: 1000 * (time.perf_counter() - eos)  # noqa: E731
         audio = speech.audio_part(utterance.audio, INPUT_RATE, f"utterance {turn.index}")
         turn.user_codes = audio.length
-        turn.stages_ms["audio_encoded"] = ms()
+        turn.stages_ms["audio_encoded"] = 1000 * (time.perf_counter() - eos)
         self.say("thinking", turn)
         prompt = self.conversation.prompt(audio)
-        embeds = self.conversation.embeds(prompt, audio)
-        stream = speech.decoder.stream()
+        answer = SpokenAnswer(speech, prompt, self.conversation.embeds(prompt, audio), self.sampling,
+                              self.max_new_tokens, since=eos, stages_ms=turn.stages_ms)
         sink.begin()
-        text_ids: list[int] = []
-        answer: list[int] = []
-        start = time.perf_counter()
-        for event in speech.engine.generate(prompt, mode=speech.mode, layout=speech.answer_layout(),
-                                            sampling=self.sampling, max_new_tokens=self.max_new_tokens,
-                                            prompt_embeds=embeds):
-            if isinstance(event, TokenEvent):
-                answer.append(event.token)
-                if event.kind == "text":
-                    text_ids.append(event.token)
-                    if turn.stages_ms["first_text_token"] is None:
-                        turn.stages_ms["first_text_token"] = ms()
-                elif event.kind == "audio":
-                    if turn.stages_ms["first_audio_codes"] is None:
-                        turn.stages_ms["first_audio_codes"] = ms()
-                    turn.answer_codes += 1
-                    sink.write(stream.push([speech.tokens.id_to_code(event.token)]))
-                if self._barge_in():
-                    turn.interrupted, turn.stop_reason = True, "barge-in"
-                    break
-            elif isinstance(event, DoneEvent):
-                turn.stop_reason = event.stop_reason
-        turn.generate_seconds = time.perf_counter() - start
+        for step in answer:
+            sink.write(step.pcm)
+            if not step.final and self._barge_in():
+                turn.interrupted, turn.stop_reason = True, "barge-in"
+                break
         if not turn.interrupted:
-            sink.write(stream.flush())
+            turn.stop_reason = answer.stop_reason
+        turn.answer_codes = answer.codes
+        turn.generate_seconds = answer.seconds
         sink.end()
         while not turn.interrupted and getattr(sink, "playing", False):
             if self._barge_in():
@@ -227,10 +208,10 @@ class ChatSession:
         if sink.first_sound is not None:
             turn.stages_ms["first_sound_out"] = 1000 * (sink.first_sound - eos)
         turn.playback_lag_ms = 1000 * sink.underrun_seconds
-        turn.answer_text = speech.chat.decode_text(text_ids).strip()
+        turn.answer_text = answer.text.strip()
         played = sink.take()
         turn.answer_seconds = played.size / sink.sample_rate
-        self.conversation.commit(prompt, audio, answer)
+        self.conversation.commit(prompt, audio, answer.ids)
         self._finish(turn, utterance, played)
 
     def _finish(self, turn: Turn, utterance: Utterance, played: np.ndarray) -> None:
