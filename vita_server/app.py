@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from vita_core.errors import InputError
 from vita_core.sinks import StreamSink, flac_bytes
 from vita_core.speech import SpeechModel
-from vita_server import errors
+from vita_server import errors, web
 from vita_server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
 
     app = FastAPI(title="vita", summary="OpenAI-compatible speech server over vita_core", lifespan=lifespan)
     errors.install(app)
+    web.install(app)
 
     def model_card() -> dict:
         return {"id": model_id, "object": "model", "created": created, "owned_by": "vita"}
