@@ -59,70 +59,110 @@ def browser(fake_mic):
 
 
 class FakeRealtime:
-    """/v1/realtime for one turn: speech_started/stopped from the audio's loudness, then a tone answer.
+    """/v1/realtime speaking the OpenAI Realtime events, answering each turn with a tone of `answers[i]` seconds.
 
-    It records what the page sent (its session.update and the seconds of speech it heard), and sends
-    response.done with the stage times it measured itself (ms after it detected the end of speech).
+    A turn ends where its energy VAD hears the end of speech (server_vad), or, without turn detection
+    (push-to-talk), at input_audio_buffer.commit + response.create. Speech that starts during an answer
+    cancels it (barge-in). It records what the page sent (session.update, the speech its VAD cut, the
+    audio committed) and sends response.done with the stage times it measured (ms after the end of speech).
     """
 
     FRAME = RATE // 50  # 20 ms
 
-    def __init__(self) -> None:
+    def __init__(self, answers: tuple[float, ...] = (1.0,)) -> None:
+        self.answers = answers
         self.sessions: list[dict] = []
-        self.heard_ms: int | None = None
+        self.heard_ms: list[int] = []  # length of each utterance the VAD cut
+        self.committed_ms: float | None = None  # audio in the buffer when the page committed it
+        self.cancelled: list[str] = []
+        self.pending, self.seen, self.start, self.quiet = np.zeros(0, np.float32), 0, None, 0
+        self.responses: list[asyncio.Task] = []
+        self.barge_in = asyncio.Event()
 
     async def __call__(self, websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.send_json({"type": "session.created", "session": {"id": "sess_1", "object": "realtime.session"}})
-        pending, seen, start, quiet = np.zeros(0, np.float32), 0, None, 0
+        buffered = 0
         try:
             while True:
                 event = await websocket.receive_json()
-                if event["type"] == "session.update":
+                kind = event["type"]
+                if kind == "session.update":
                     self.sessions.append(event["session"])
                     await websocket.send_json({"type": "session.updated", "session": event["session"]})
-                elif event["type"] == "input_audio_buffer.append" and self.heard_ms is None:
+                elif kind == "input_audio_buffer.append" and len(self.responses) < len(self.answers):
                     pcm = np.frombuffer(base64.b64decode(event["audio"]), "<i2").astype(np.float32) / 32768
-                    pending = np.concatenate([pending, pcm])
-                    while len(pending) >= self.FRAME and self.heard_ms is None:
-                        frame, pending = pending[: self.FRAME], pending[self.FRAME:]
-                        seen += 20
-                        loud = float(np.sqrt(np.mean(frame**2))) > 0.015
-                        if start is None and loud:
-                            start = seen - 20
-                            await websocket.send_json({"type": "input_audio_buffer.speech_started",
-                                                       "audio_start_ms": start, "item_id": "item_1"})
-                        elif start is not None:
-                            quiet = 0 if loud else quiet + 20
-                            if quiet >= 500:
-                                self.heard_ms = seen - quiet - start
-                                await self.answer(websocket, seen - quiet)
+                    buffered += len(pcm)
+                    if self.sessions[-1]["turn_detection"]:
+                        await self.detect(websocket, pcm)
+                elif kind == "input_audio_buffer.clear":
+                    buffered = 0
+                    await websocket.send_json({"type": "input_audio_buffer.cleared"})
+                elif kind == "input_audio_buffer.commit":
+                    self.committed_ms, buffered = 1000 * buffered / RATE, 0
+                    await websocket.send_json({"type": "input_audio_buffer.committed", "item_id": "item_1"})
+                elif kind == "response.create":
+                    self.respond(websocket)
+                elif kind == "response.cancel":
+                    self.barge_in.set()
         except WebSocketDisconnect:
-            return
+            for task in self.responses:
+                task.cancel()
 
-    @staticmethod
-    async def answer(websocket: WebSocket, end_ms: int) -> None:
+    def respond(self, websocket: WebSocket) -> None:
+        if len(self.responses) < len(self.answers):
+            self.barge_in.clear()
+            n = len(self.responses)
+            self.responses.append(asyncio.create_task(self.answer(websocket, f"resp_{n + 1}", self.answers[n])))
+
+    async def detect(self, websocket: WebSocket, pcm: np.ndarray) -> None:
+        """Loud 20 ms frames start speech (cancelling an answer), 500 ms of quiet ends it and starts one."""
+        self.pending = np.concatenate([self.pending, pcm])
+        while len(self.pending) >= self.FRAME:
+            frame, self.pending = self.pending[: self.FRAME], self.pending[self.FRAME:]
+            self.seen += 20
+            loud = float(np.sqrt(np.mean(frame**2))) > 0.015
+            if self.start is None and loud:
+                self.start, self.quiet = self.seen - 20, 0
+                self.barge_in.set()
+                await websocket.send_json({"type": "input_audio_buffer.speech_started",
+                                           "audio_start_ms": self.start, "item_id": "item_1"})
+            elif self.start is not None:
+                self.quiet = 0 if loud else self.quiet + 20
+                if self.quiet >= 500:
+                    end = self.seen - self.quiet
+                    self.heard_ms.append(end - self.start)
+                    self.start = None
+                    await websocket.send_json({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end,
+                                               "item_id": "item_1"})
+                    await websocket.send_json({"type": "input_audio_buffer.committed", "item_id": "item_1"})
+                    self.respond(websocket)
+
+    async def answer(self, websocket: WebSocket, rid: str, seconds: float) -> None:
         stopped = time.perf_counter()
         since = lambda: round(1000 * (time.perf_counter() - stopped), 1)  # noqa: E731
-        ids = {"response_id": "resp_1", "item_id": "item_2", "output_index": 0, "content_index": 0}
-        await websocket.send_json({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms,
-                                   "item_id": "item_1"})
-        await websocket.send_json({"type": "input_audio_buffer.committed", "item_id": "item_1"})
+        ids = {"response_id": rid, "item_id": f"item_{rid}", "output_index": 0, "content_index": 0}
         stages = {"audio_encoded": since()}
         await websocket.send_json({"type": "response.created",
-                                   "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress"}})
+                                   "response": {"id": rid, "object": "realtime.response", "status": "in_progress"}})
         await websocket.send_json({"type": "response.audio_transcript.delta", **ids, "delta": "A tone "})
         stages["first_text_token"] = since()
-        for i, chunk in enumerate(np.array_split(TONE, 10)):
+        status = "completed"
+        for chunk in np.array_split(np.resize(TONE, round(seconds * RATE)), round(seconds * 10)):
+            if self.barge_in.is_set():
+                status = "cancelled"
+                self.cancelled.append(rid)
+                break
             stages.setdefault("first_audio_codes", since())
             await websocket.send_json({"type": "response.audio.delta", **ids,
                                        "delta": base64.b64encode(chunk.tobytes()).decode()})
             stages.setdefault("first_sound_out", since())
             await asyncio.sleep(0.05)  # 100 ms of audio every 50 ms, as a generator streams it
-        await websocket.send_json({"type": "response.audio_transcript.delta", **ids, "delta": "for you."})
-        await websocket.send_json({"type": "response.audio.done", **ids})
+        else:
+            await websocket.send_json({"type": "response.audio_transcript.delta", **ids, "delta": "for you."})
+            await websocket.send_json({"type": "response.audio.done", **ids})
         await websocket.send_json({"type": "response.done", "response": {
-            "id": "resp_1", "object": "realtime.response", "status": "completed", "stages_ms": stages}})
+            "id": rid, "object": "realtime.response", "status": status, "stages_ms": stages}})
 
 
 def stat(driver, element_id: str, attribute: str = "value") -> str:
@@ -190,31 +230,85 @@ def test_tts_box_streams_and_plays_the_served_audio(browser, speech, tmp_path):
     assert (tmp_path / "tts.png").stat().st_size > 0
 
 
+def finished_turn(driver, index: int = 1) -> dict[str, str | None]:
+    """The latency panel's row of turn `index` once the page heard, answered and played it."""
+    row = f"#latency tbody tr[data-turn='{index}']"
+    wait_for(driver, lambda d: d.find_elements("css selector", f"{row}[data-complete=yes]"),
+             f"turn {index} never completed (heard, answered and played)")
+    cells = {td.get_attribute("data-key"): td.get_attribute("data-value")
+             for td in driver.find_elements("css selector", f"{row} td")}
+    print(f"\nbrowser latency panel, turn {index}: {cells}")
+    return cells
+
+
+def check_answer_played(driver, cells: dict[str, str | None]) -> None:
+    """The stand-in's whole tone was received and played, and the latency panel filled."""
+    assert int(stat(driver, "talk-received", "samples")) == len(TONE)
+    assert abs(int(stat(driver, "talk-played")) - 1000) <= 2
+    for key in ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound_out", "first_heard"):
+        assert float(cells[key]) >= 0, key
+    assert int(cells["underruns"]) == int(stat(driver, "talk-underruns"))
+    assert "A tone for you." in driver.find_element("id", "transcript").text
+
+
+def realtime_app(speech, fake: FakeRealtime):
+    app = create_app(speech)
+    app.add_api_websocket_route("/v1/realtime", fake)
+    return app
+
+
 @needs_browser
 def test_conversation_hears_the_microphone_and_plays_the_answer(browser, speech, tmp_path):
     fake = FakeRealtime()
-    app = create_app(speech)
-    app.add_api_websocket_route("/v1/realtime", fake)
-    with serving(app) as base:
+    with serving(realtime_app(speech, fake)) as base:
         open_page(browser, base)
         browser.find_element("css selector", "#mode option[value=turbo]").click()
         browser.find_element("id", "talk-connect").click()
-        row = "#latency tbody tr[data-turn='1']"
-        wait_for(browser, lambda d: d.find_elements("css selector", f"{row}[data-complete=yes]"),
-                 "the first turn never completed (heard, answered and played)")
+        cells = finished_turn(browser)
         browser.save_screenshot(str(tmp_path / "conversation.png"))
-        cells = {td.get_attribute("data-key"): td.get_attribute("data-value")
-                 for td in browser.find_elements("css selector", f"{row} td")}
-        print(f"\nbrowser latency panel, turn 1: {cells}")
+        check_answer_played(browser, cells)
         browser.find_element("id", "talk-connect").click()  # disconnect
-    assert fake.sessions and fake.sessions[-1]["mode"] == "turbo"
-    assert fake.sessions[-1]["turn_detection"]["type"] == "server_vad"
-    spoken = sf.info(SPOKEN).duration
-    assert abs(fake.heard_ms / 1000 - spoken) < 0.8  # the page sent the sentence at 24 kHz, in time
-    assert int(stat(browser, "talk-received", "samples")) == len(TONE)
-    assert abs(int(stat(browser, "talk-played")) - 1000) <= 2  # the whole answer was played
-    for key in ("audio_encoded", "first_text_token", "first_audio_codes", "first_sound_out", "first_heard"):
-        assert float(cells[key]) >= 0, key
-    assert int(cells["underruns"]) == int(stat(browser, "talk-underruns")) >= 0
-    assert "A tone for you." in browser.find_element("id", "transcript").text
+    assert fake.sessions[-1]["mode"] == "turbo" and fake.sessions[-1]["turn_detection"]["type"] == "server_vad"
+    [heard_ms] = fake.heard_ms
+    assert abs(heard_ms / 1000 - sf.info(SPOKEN).duration) < 0.8  # the page sent the sentence at 24 kHz
+    assert float(cells["spoke"]) == heard_ms / 1000 and fake.committed_ms is None
     assert (tmp_path / "conversation.png").stat().st_size > 0
+
+
+@needs_browser
+def test_push_to_talk_commits_what_was_held_and_plays_the_answer(browser, speech, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    fake = FakeRealtime()
+    with serving(realtime_app(speech, fake)) as base:
+        open_page(browser, base)
+        browser.find_element("css selector", "input[name=turns][value=ptt]").click()
+        browser.find_element("id", "talk-connect").click()
+        wait_for(browser, lambda d: stat(d, "talk-state") == "connected", "the conversation never connected")
+        hold = browser.find_element("id", "talk-hold")
+        ActionChains(browser).click_and_hold(hold).perform()
+        wait_for(browser, lambda d: int(stat(d, "talk-sent")) >= 1500, "the held microphone was never sent")
+        ActionChains(browser).release(hold).perform()
+        cells = finished_turn(browser)
+        check_answer_played(browser, cells)
+        browser.save_screenshot(str(tmp_path / "push_to_talk.png"))
+    assert fake.sessions[-1]["turn_detection"] is None and fake.heard_ms == []
+    assert fake.committed_ms == pytest.approx(int(stat(browser, "talk-sent")), abs=0.5)  # all held audio, no more
+    assert float(cells["spoke"]) >= 1.5
+
+
+@needs_browser
+def test_speech_during_an_answer_cuts_it(browser, speech, tmp_path):
+    fake = FakeRealtime(answers=(10.0, 1.0))  # the long answer still streams when the recording loops round
+    with serving(realtime_app(speech, fake)) as base:
+        open_page(browser, base)
+        browser.find_element("id", "talk-connect").click()
+        first = finished_turn(browser, 1)
+        finished_turn(browser, 2)
+        browser.save_screenshot(str(tmp_path / "barge_in.png"))
+        answers = browser.find_elements("css selector", "#transcript p.assistant")
+        assert [a.get_attribute("class") for a in answers] == ["assistant interrupted", "assistant"]
+        received, played = int(stat(browser, "talk-received")), int(stat(browser, "talk-played"))
+    assert fake.cancelled == ["resp_1"] and len(fake.heard_ms) == 2
+    assert received < 11000 and played < received - 1000  # what was queued of the cut answer was dropped
+    assert first["first_heard"] is not None and first["underruns"] is not None and answers[1].text == "A tone for you."

@@ -52,7 +52,7 @@ export function setupTalk(app) {
   }
 
   function newTurn(spokeSeconds) {
-    const turn = { index: turns.length + 1, spoke: spokeSeconds, endAt: performance.now(), stages: {}, heard: null,
+    const turn = { index: turns.length + 1, spoke: Math.round(100 * spokeSeconds) / 100, endAt: performance.now(), stages: {}, heard: null,
                    underrunsAtStart: player.underruns, underruns: null, answer: null, status: '', drained: false };
     turn.row = document.createElement('tr');
     turn.row.dataset.turn = turn.index;
@@ -89,6 +89,7 @@ export function setupTalk(app) {
       player.begin();
       if (answering.answer) answering.answer.classList.add('interrupted');
       answering.status = answering.status || 'interrupted';
+      answering.underruns = player.underruns - answering.underrunsAtStart;
       answering.drained = true;
       render(answering);
     }
