@@ -141,6 +141,7 @@ export class WavStream {
 export async function microphone(ctx, rate, chunkSamples, onChunk) {
   // The microphone, low-passed below the target's Nyquist and resampled to `rate` by the capture
   // worklet; `onChunk` gets each ArrayBuffer of 16-bit PCM. Returns a function that stops it.
+  if (!navigator.mediaDevices) throw new Error('browsers give the microphone only to HTTPS or localhost pages');
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
   });
