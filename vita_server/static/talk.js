@@ -99,8 +99,7 @@ export function setupTalk(app) {
     switch (e.type) {
       case 'session.created':
       case 'session.updated': {
-        const rate = e.session && e.session.audio && e.session.audio.output && e.session.audio.output.format
-          && e.session.audio.output.format.rate;
+        const rate = e.session?.audio?.output?.format?.rate; // the GA session shape names it; beta's pcm16 is 24 kHz
         if (rate) outputRate = rate;
         break;
       }
@@ -121,7 +120,7 @@ export function setupTalk(app) {
       case 'response.created': {
         const last = turns[turns.length - 1];
         const turn = last && last.answer === null ? last : newTurn(0);
-        turn.responseId = e.response && e.response.id;
+        turn.responseId = e.response?.id;
         turn.answer = line('assistant', '');
         answering = turn;
         player.begin();
@@ -148,17 +147,17 @@ export function setupTalk(app) {
         }
         break;
       case 'response.done': {
-        const turn = turns.find((t) => t.responseId && e.response && t.responseId === e.response.id) || answering;
+        const turn = turns.find((t) => t.responseId && t.responseId === e.response?.id) || answering;
         if (!turn) break;
         turn.stages = stagesOf(e.response);
-        turn.status = (e.response && e.response.status) || 'completed';
+        turn.status = e.response?.status || 'completed';
         if (turn.status !== 'completed' && turn.answer) turn.answer.classList.add('interrupted');
         if (turn === answering && !turn.drained) player.end();
         render(turn);
         break;
       }
       case 'error':
-        app.showError((e.error && e.error.message) || 'the server sent an error');
+        app.showError(e.error?.message || 'the server sent an error');
         break;
       default:
         break;
