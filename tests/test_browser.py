@@ -162,7 +162,8 @@ class FakeRealtime:
             await websocket.send_json({"type": "response.audio_transcript.delta", **ids, "delta": "for you."})
             await websocket.send_json({"type": "response.audio.done", **ids})
         await websocket.send_json({"type": "response.done", "response": {
-            "id": rid, "object": "realtime.response", "status": status, "stages_ms": stages}})
+            "id": rid, "object": "realtime.response", "status": status,
+            "vita_timings": {f"{k}_ms": v for k, v in stages.items()}}})
 
 
 def stat(driver, element_id: str, attribute: str = "value") -> str:

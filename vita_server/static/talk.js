@@ -10,11 +10,9 @@ const STAGES = ['audio_encoded', 'first_text_token', 'first_audio_codes', 'first
 const COLUMNS = ['turn', 'spoke', ...STAGES, 'first_heard', 'underruns', 'answer'];
 
 function stagesOf(response) {
-  // vita's stage timings in response.done: the object holding vita chat's stage names, at most two levels down.
-  const holds = (o) => o !== null && typeof o === 'object' && STAGES.some((k) => k in o);
-  const levels = [response];
-  for (const v of Object.values(response || {})) if (v && typeof v === 'object') levels.push(v, ...Object.values(v));
-  return levels.find(holds) || {};
+  // vita's stage timings: response.done's response.vita_timings, {audio_encoded_ms, ...} (null where not reached).
+  const timings = response?.vita_timings || {};
+  return Object.fromEntries(STAGES.map((k) => [k, timings[`${k}_ms`] ?? null]));
 }
 
 export function setupTalk(app) {
@@ -29,6 +27,7 @@ export function setupTalk(app) {
   let answering = null; // the turn whose response is streaming
   let heardUser = null; // the user's paragraph of the current turn
   let speechStart = 0; // input_audio_buffer.speech_started's audio_start_ms
+  let serverMode = null; // the session's mode as the server opened it: what "model default" goes back to
 
   const vad = () => document.querySelector('input[name=turns]:checked').value === 'vad';
   const send = (event) => ws && ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(event));
@@ -47,7 +46,8 @@ export function setupTalk(app) {
       modalities: ['text', 'audio'], voice: 'default', input_audio_format: 'pcm16', output_audio_format: 'pcm16',
       turn_detection: vad() ? { type: 'server_vad', create_response: true } : null,
     };
-    if (app.mode()) session.mode = app.mode();
+    const mode = app.mode() || serverMode;
+    if (mode) session.mode = mode;
     send({ type: 'session.update', session });
   }
 
@@ -101,6 +101,7 @@ export function setupTalk(app) {
       case 'session.updated': {
         const rate = e.session?.audio?.output?.format?.rate; // the GA session shape names it; beta's pcm16 is 24 kHz
         if (rate) outputRate = rate;
+        if (e.type === 'session.created') serverMode = e.session?.mode || null;
         break;
       }
       case 'input_audio_buffer.speech_started':
@@ -151,7 +152,7 @@ export function setupTalk(app) {
         if (!turn) break;
         turn.stages = stagesOf(e.response);
         turn.status = e.response?.status || 'completed';
-        if (turn.status !== 'completed' && turn.answer) turn.answer.classList.add('interrupted');
+        if (turn.status === 'cancelled' && turn.answer) turn.answer.classList.add('interrupted');
         if (turn === answering && !turn.drained) player.end();
         render(turn);
         break;
@@ -220,7 +221,8 @@ export function setupTalk(app) {
       $('talk-hold').disabled = true;
       $('talk-stop').disabled = true;
       state('closed');
-      if (m.code !== 1000 && m.code !== 1005) app.showError(`the realtime connection closed (${m.code} ${m.reason})`);
+      const said = $('error').textContent; // an error event before the close says more than its code
+      if (m.code !== 1000 && m.code !== 1005 && !said) app.showError(`the realtime connection closed (${m.code} ${m.reason})`);
     };
   }
 
