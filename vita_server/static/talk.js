@@ -46,6 +46,8 @@ export function setupTalk(app) {
       modalities: ['text', 'audio'], voice: 'default', input_audio_format: 'pcm16', output_audio_format: 'pcm16',
       turn_detection: vad() ? { type: 'server_vad', create_response: true } : null,
     };
+    const budget = $('talk-max-tokens').value;
+    session.max_response_output_tokens = budget ? Number(budget) : 'inf';
     const mode = app.mode() || serverMode;
     if (mode) session.mode = mode;
     send({ type: 'session.update', session });
@@ -234,6 +236,7 @@ export function setupTalk(app) {
     });
   }
   app.onModeChange(sessionUpdate);
+  $('talk-max-tokens').addEventListener('change', sessionUpdate);
 
   const hold = $('talk-hold');
   hold.addEventListener('pointerdown', () => {
