@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vita_core.errors import InputError
 from vita_core.speech import SpeechModel
-from vita_server import errors
+from vita_server import errors, web
 from vita_server.errors import ApiError
 from vita_server.batch import SpeechBatcher, SpeechTask
 from vita_server.jobs import Job, Runtime, TimedOut, check_limits
@@ -100,6 +100,7 @@ def create_app(speech: SpeechModel, model_id: str | None = None, max_queue: int 
 
     app = FastAPI(title="vita", summary="OpenAI-compatible speech server over vita_core", lifespan=lifespan)
     errors.install(app)
+    web.install(app)
 
     def model_card() -> dict:
         return {"id": model_id, "object": "model", "created": created, "owned_by": "vita"}
