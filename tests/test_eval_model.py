@@ -9,7 +9,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 import speech_fakes
-import vita_core.tts
+import vita_core.tts_batch
 from vita_cli.main import app
 from vita_core.eval.datasets import AudioItem
 from vita_core.eval.model_runs import in_mode, parse_modes
@@ -19,6 +19,7 @@ from vita_core.tts import synthesize, voice_prompt
 
 runner = CliRunner(env={"COLUMNS": "200"})
 TEXTS = {"a": "Hello, world.", "b": "Doesn't it rain?", "c": "Twenty one."}
+TEXTS_D, TEXTS_E = "On and on it goes.", "Yes."
 
 
 @pytest.fixture
@@ -35,15 +36,22 @@ def meta(tmp_path):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Every text the library is asked to synthesize, in order."""
-    seen = []
-    real = vita_core.tts.synthesize
+    """Every text the library is asked to synthesize, in order (`calls.batches`: the texts of each batch)."""
 
-    def counting(speech, text, *args, **kwargs):
-        seen.append((speech.mode.name, text))
-        return real(speech, text, *args, **kwargs)
+    class Calls(list):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
 
-    monkeypatch.setattr(vita_core.tts, "synthesize", counting)
+    seen = Calls()
+    real = vita_core.tts_batch.synthesize_batch
+
+    def counting(speech, jobs, *args, **kwargs):
+        seen.extend((speech.mode.name, job.text) for job in jobs)
+        seen.batches.append([job.text for job in jobs])
+        return real(speech, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(vita_core.tts_batch, "synthesize_batch", counting)
     return seen
 
 
@@ -117,6 +125,36 @@ def test_rerun_keeps_finished_wavs_and_redoes_broken_ones(seed_args, calls, tmp_
     r = runner.invoke(app, [*seed_args, "--modes", "boost"])
     assert r.exit_code == 1 and "boost already holds files not made by vita eval --model" in r.stderr
     assert len(calls) == 5
+
+
+def test_batched_run_writes_the_wavs_of_batch_one_and_resumes(seed_args, calls, meta, tmp_path):
+    """Greedy fp32: five lines in batches (default 8, then 2) give the wavs of one line at a time, byte for byte."""
+    with meta.open("a", encoding="utf-8") as f:
+        f.write(f"d|p|prompts/a.wav|{TEXTS_D}\ne|p|prompts/b.wav|{TEXTS_E}\n")
+    one, many = tmp_path / "one", tmp_path / "many"
+    args = [*seed_args, "--modes", "turbo,vanilla"]
+    r = runner.invoke(app, [*args, "--synth-batch", "1", "--out-dir", str(one)])
+    assert r.exit_code == 0, r.output
+    assert [len(b) for b in calls.batches] == [1] * 10
+    calls.batches.clear()
+    r = runner.invoke(app, [*args, "--out-dir", str(many)])
+    assert r.exit_code == 0, r.output
+    assert [len(b) for b in calls.batches] == [5, 5] and "synthesized 10 wavs" in r.stderr
+    wavs = sorted(p.relative_to(one) for p in one.rglob("*.wav"))
+    assert len(wavs) == 10 and sorted(p.relative_to(many) for p in many.rglob("*.wav")) == wavs
+    assert all((many / w).read_bytes() == (one / w).read_bytes() for w in wavs)
+    assert sum(sf.info(str(one / w)).frames for w in wavs) > 0
+
+    (many / "vanilla" / "b.wav").unlink()  # as a run killed in its last batch leaves the folder
+    (many / "vanilla" / "e.wav").write_bytes((one / "vanilla" / "e.wav").read_bytes()[:100])
+    (many / "turbo" / "d.wav").unlink()
+    calls.batches.clear()
+    r = runner.invoke(app, [*args, "--synth-batch", "2", "--out-dir", str(many)])
+    assert r.exit_code == 0, r.output
+    assert calls.batches == [[TEXTS_D], [TEXTS["b"], TEXTS_E]] and "synthesized 3 wavs" in r.stderr
+    assert all((many / w).read_bytes() == (one / w).read_bytes() for w in wavs)
+    r = runner.invoke(app, [*args, "--synth-batch", "0", "--out-dir", str(many)])
+    assert r.exit_code == 2 and "--synth-batch" in r.output
 
 
 def test_utterances_without_audio_are_counted_not_dropped(seed_args, calls, tmp_path):

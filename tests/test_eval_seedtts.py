@@ -37,9 +37,9 @@ def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
         ("u3", "boost"): 1,
     }
 
-    def synthesize(item, mode):
-        calls.append((item.id, mode))
-        return np.full(1600 * say[item.id, mode], 0.1, np.float32), 16000
+    def synthesize(batch, mode):
+        calls.extend((item.id, mode) for item in batch)
+        return [(np.full(1600 * say[item.id, mode], 0.1, np.float32), 16000) for item in batch]
 
     dirs = synthesize_missing(items[:2], tmp_path / "out", ["vanilla", "boost"], synthesize)
     assert calls == [("u1", "vanilla"), ("u2", "vanilla"), ("u1", "boost"), ("u2", "boost")]
@@ -64,6 +64,41 @@ def test_synthesis_is_resumable_and_scored_per_mode(tmp_path):
     assert vanilla.score.mean == pytest.approx(1 / 6)
     assert report.delta(boost) == pytest.approx(0.25 - 1 / 6)
     assert report.to_dict()["modes"][0]["empty"] == 1
+
+
+class Killed(Exception):
+    pass
+
+
+def test_missing_lines_go_in_batches_and_a_killed_run_keeps_finished_batches(tmp_path):
+    from vita_core.errors import InputError
+    from vita_core.eval.wavs import is_complete_wav
+
+    items = [MetaItem(f"u{n}", f"line {n}", "", None) for n in range(7)]
+    batches, steps, kill = [], [], [3]
+
+    def synthesize(batch, mode):
+        batches.append((mode, [i.id for i in batch]))
+        if len(batches) in kill:
+            raise Killed  # the process dies while the third batch is being made
+        return [(np.full(1600 * (int(i.id[1:]) + 1), 0.1, np.float32), 16000) for i in batch]
+
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        synthesize_missing(items, out, ["boost"], synthesize, batch_size=3)
+    assert batches == [("boost", ["u0", "u1", "u2"]), ("boost", ["u3", "u4", "u5"]), ("boost", ["u6"])]
+    assert sorted(p.name for p in (out / "boost").iterdir()) == [f"u{n}.wav" for n in range(6)]  # no temp file
+    assert all(is_complete_wav(out / "boost" / f"u{n}.wav") for n in range(6))
+    (out / "boost" / "u1.wav").write_bytes(b"RIFF")  # a broken one is redone with the rest
+    batches.clear()
+    kill.clear()
+    synthesize_missing(items, out, ["boost", "turbo"], synthesize, lambda *a: steps.append(a), batch_size=4)
+    assert batches == [("boost", ["u1", "u6"]), ("turbo", ["u0", "u1", "u2", "u3"]), ("turbo", ["u4", "u5", "u6"])]
+    assert steps[:2] == [("synthesize boost", 1, 2), ("synthesize boost", 2, 2)]
+    assert [s[1:] for s in steps[2:]] == [(n, 7) for n in range(1, 8)]
+    assert all(is_complete_wav(out / m / f"u{n}.wav") for m in ("boost", "turbo") for n in range(7))
+    with pytest.raises(InputError, match="--synth-batch 0 must be at least 1"):
+        synthesize_missing(items, out, ["boost"], synthesize, batch_size=0)
 
 
 def test_transcribe_files_reads_in_chunks_and_reports_statuses(tmp_path):

@@ -15,6 +15,7 @@ from vita_cli.common import console, err_console, handle_errors
 from vita_cli.eval_model import (
     EvalMaxTokensOpt,
     ModesOpt,
+    SynthBatchOpt,
     answer_questions,
     check_before_loading,
     load_vita,
@@ -146,6 +147,7 @@ def seed_tts(
     decoder_dir: Optional[Path] = opt.DECODER_DIR,
     dtype: str = opt.DTYPE,
     max_new_tokens: int = EvalMaxTokensOpt,
+    synth_batch: int = SynthBatchOpt,
     asr_model: str = typer.Option(..., "--asr-model", help=ASR_HELP),
     lang: str = LangOpt,
     out_dir: Path = typer.Option(
@@ -171,7 +173,7 @@ def seed_tts(
     with process_group() as ranks:  # under torchrun: each rank synthesizes its share, rank 0 scores
         if model is not None:
             dirs = synthesize_seed_tts(items, model, mode_list, voice_prompt, tokenizer_dir, decoder_dir, device,
-                                       dtype, max_new_tokens, out_dir, ranks)
+                                       dtype, max_new_tokens, out_dir, ranks, synth_batch)
         else:
             dirs = _parse_wav_dirs(wav_dir)
     if not ranks.is_main:

@@ -29,7 +29,7 @@ from vita_core.speech import SpeechModel, read_audio
 from vita_core.tokens import AudioCodes, AudioContext
 
 if TYPE_CHECKING:
-    from vita_core.generate import Sampling
+    from vita_core.generate import DoneEvent, Event, Sampling
 
 TTS_TASK = "Convert the text to speech.\n"
 VOICE_PROMPT = "Your Voice: "
@@ -223,65 +223,86 @@ def synthesize(
     )
 
 
+class Utterance:
+    """One request's events -> its text, codes and PCM (through its own decoder stream) and its TtsResult.
+
+    `synthesize` feeds it one request's events; `synthesize_batch` feeds one per request of a batch.
+    """
+
+    def __init__(self, speech: SpeechModel, on_audio: Callable[[np.ndarray], None], start: float,
+                 max_new_tokens: int, samples_before: int = 0, chunk: int = 1, chunks: int = 1,
+                 on_progress: Callable[[TtsProgress], None] | None = None) -> None:
+        self.speech, self.on_audio, self.start, self.max_new_tokens = speech, on_audio, start, max_new_tokens
+        self.samples_before, self.chunk, self.chunks, self.on_progress = samples_before, chunk, chunks, on_progress
+        self.stream = speech.decoder.stream()
+        self.sample_rate = int(speech.decoder.sample_rate)
+        self.codes: list[int] = []
+        self.text_ids: list[int] = []
+        self.first_audio: float | None = None
+        self.samples = self.blocks = self.generated = 0
+        self.done: DoneEvent | None = None
+
+    def _emit(self, pcm: np.ndarray) -> None:
+        if pcm.size:
+            if self.first_audio is None:
+                self.first_audio = time.perf_counter() - self.start
+            self.samples += int(pcm.size)
+            self.on_audio(np.asarray(pcm, dtype=np.float32))
+
+    def _report(self, finished: bool) -> None:
+        if self.on_progress is not None:
+            self.on_progress(TtsProgress(self.chunk, self.chunks, self.generated, self.max_new_tokens,
+                                         (self.samples_before + self.samples) / self.sample_rate, finished))
+
+    def feed(self, event: Event) -> None:
+        """Take one engine event: decode each audio code as it comes."""
+        from vita_core.generate import AudioBlockEvent, DoneEvent, TokenEvent
+
+        if isinstance(event, TokenEvent):
+            self.generated += 1
+            if event.kind == "text":
+                self.text_ids.append(event.token)
+            elif event.kind == "audio":
+                code = self.speech.tokens.id_to_code(event.token)
+                self.codes.append(code)
+                self._emit(self.stream.push([code]))
+            self._report(False)
+        elif isinstance(event, AudioBlockEvent):
+            self.blocks += 1
+        elif isinstance(event, DoneEvent):
+            self.done = event
+
+    def finish(self) -> TtsResult:
+        """Flush the decoder (the rest of the PCM) once the request is done; what it produced and how fast."""
+        self._emit(self.stream.flush())
+        self._report(True)
+        done = self.done
+        assert done is not None
+        seconds = time.perf_counter() - self.start
+        audio_seconds = self.samples / self.sample_rate
+        return TtsResult(
+            text=self.speech.chat.decode_text(self.text_ids), num_codes=len(self.codes), audio_blocks=self.blocks,
+            samples=self.samples, sample_rate=self.sample_rate, audio_seconds=audio_seconds,
+            first_audio_ms=None if self.first_audio is None else 1000 * self.first_audio, seconds=seconds,
+            real_time_factor=seconds / audio_seconds if audio_seconds else None, tokens=len(done.tokens),
+            tokens_per_s=len(done.tokens) / done.seconds if done.seconds else 0.0,
+            backbone_forwards=done.backbone_forwards, mtp_forwards=done.mtp_forwards, mode=self.speech.mode.name,
+            stop_reason=done.stop_reason, codes=self.codes,
+        )
+
+
 def _synthesize_one(speech: SpeechModel, text: str, on_audio: Callable[[np.ndarray], None],
                     voice: AudioCodes | AudioContext | None, sampling: Sampling, max_new_tokens: int, start: float,
                     samples_before: int, chunk: int, chunks: int,
                     on_progress: Callable[[TtsProgress], None] | None) -> TtsResult:
     """One request: one chunk's prompt, its own decoder stream, PCM to `on_audio` as it is decoded."""
-    from vita_core.generate import AudioBlockEvent, DoneEvent, TokenEvent
-
     prompt = tts_prompt(speech, text, voice)
-    stream = speech.decoder.stream()
-    sample_rate = int(speech.decoder.sample_rate)
-    codes: list[int] = []
-    text_ids: list[int] = []
-    first_audio: float | None = None
-    samples = blocks = generated = 0
-    done = None
-
-    def emit(pcm: np.ndarray) -> None:
-        nonlocal first_audio, samples
-        if pcm.size:
-            if first_audio is None:
-                first_audio = time.perf_counter() - start
-            samples += int(pcm.size)
-            on_audio(np.asarray(pcm, dtype=np.float32))
-
-    def report(finished: bool) -> None:
-        if on_progress is not None:
-            on_progress(TtsProgress(chunk, chunks, generated, max_new_tokens,
-                                    (samples_before + samples) / sample_rate, finished))
-
+    utterance = Utterance(speech, on_audio, start, max_new_tokens, samples_before, chunk, chunks, on_progress)
     for event in speech.engine.generate(prompt, mode=speech.mode, layout=speech.answer_layout(),
                                         sampling=sampling, max_new_tokens=max_new_tokens,
                                         prompt_embeds=speech.prompt_embeds(prompt, [voice] if voice else [])):
-        if isinstance(event, TokenEvent):
-            generated += 1
-            if event.kind == "text":
-                text_ids.append(event.token)
-            elif event.kind == "audio":
-                code = speech.tokens.id_to_code(event.token)
-                codes.append(code)
-                emit(stream.push([code]))
-            report(False)
-        elif isinstance(event, AudioBlockEvent):
-            blocks += 1
-        elif isinstance(event, DoneEvent):
-            done = event
-    emit(stream.flush())
-    report(True)
-    assert done is not None
-    seconds = time.perf_counter() - start
-    audio_seconds = samples / sample_rate
-    return TtsResult(
-        text=speech.chat.decode_text(text_ids), num_codes=len(codes), audio_blocks=blocks, samples=samples,
-        sample_rate=sample_rate, audio_seconds=audio_seconds,
-        first_audio_ms=None if first_audio is None else 1000 * first_audio, seconds=seconds,
-        real_time_factor=seconds / audio_seconds if audio_seconds else None, tokens=len(done.tokens),
-        tokens_per_s=len(done.tokens) / done.seconds if done.seconds else 0.0,
-        backbone_forwards=done.backbone_forwards, mtp_forwards=done.mtp_forwards, mode=speech.mode.name,
-        stop_reason=done.stop_reason, codes=codes,
-    )
+        utterance.feed(event)
+    return utterance.finish()
 
 
 def read_lines(path: str | Path) -> list[tuple[int, str]]:

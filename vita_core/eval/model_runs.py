@@ -130,25 +130,25 @@ def check_prompt_wavs(items: Sequence[MetaItem]) -> None:
 def tts_synthesizer(
     speech: SpeechModel, voice_prompt: bool = True, sampling: Sampling | None = None, max_new_tokens: int = 1024
 ) -> Synthesize:
-    """synthesize(line, mode) through `vita_core.tts.synthesize`; with `voice_prompt` the
-    prompt recording goes into the system turn (encoded once, shared by every mode)."""
-    from vita_core.tts import synthesize
+    """synthesize(lines, mode) through `vita_core.tts_batch.synthesize_batch` (the lines in one batched
+    generation, each with its own seed); with `voice_prompt` each line's prompt recording goes into the
+    system turn (encoded once, shared by every mode)."""
     from vita_core.tts import voice_prompt as encode_voice
+    from vita_core.tts_batch import TtsJob, synthesize_batch
 
     voices: dict[Path, AudioCodes | AudioContext] = {}
 
-    def run(item: MetaItem, mode: str) -> tuple[np.ndarray, int]:
-        voice = None
-        if voice_prompt and item.prompt_wav is not None:
-            if item.prompt_wav not in voices:
-                voices[item.prompt_wav] = encode_voice(speech, item.prompt_wav)
-            voice = voices[item.prompt_wav]
-        chunks: list[np.ndarray] = []
-        result = synthesize(in_mode(speech, mode), item.text, chunks.append, voice=voice,
-                            sampling=utterance_sampling(sampling or speech.sampling, item.id),
-                            max_new_tokens=max_new_tokens)
-        wav = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        return wav, result.sample_rate
+    def voice_of(item: MetaItem) -> AudioCodes | AudioContext | None:
+        if not voice_prompt or item.prompt_wav is None:
+            return None
+        if item.prompt_wav not in voices:
+            voices[item.prompt_wav] = encode_voice(speech, item.prompt_wav)
+        return voices[item.prompt_wav]
+
+    def run(items: list[MetaItem], mode: str) -> list[tuple[np.ndarray, int]]:
+        jobs = [TtsJob(i.text, voice_of(i), utterance_sampling(sampling or speech.sampling, i.id)) for i in items]
+        spoken = synthesize_batch(in_mode(speech, mode), jobs, max_new_tokens=max_new_tokens)
+        return [(s.pcm, s.result.sample_rate) for s in spoken]
 
     return run
 

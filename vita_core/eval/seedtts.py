@@ -23,8 +23,9 @@ from vita_core.eval.transcribe import transcribe_files
 from vita_core.eval.wavs import is_complete_wav, write_wav
 from vita_core.ranks import Ranks
 
-Synthesize = Callable[[MetaItem, str], tuple[np.ndarray, int]]
-"""synthesize(line, mode) -> (waveform, sample_rate) for the line's text (and voice prompt); empty means no audio."""
+Synthesize = Callable[[list[MetaItem], str], list[tuple[np.ndarray, int]]]
+"""synthesize(lines, mode) -> one (waveform, sample_rate) per line, in order, for its text (and voice prompt);
+an empty waveform means no audio. Several lines at once let a model batch them."""
 
 StageProgress = Callable[[str, int, int], None]
 """progress(stage label, done, total)."""
@@ -39,23 +40,34 @@ def synthesize_missing(
     synthesize: Synthesize,
     progress: StageProgress | None = None,
     ranks: Ranks | None = None,
+    batch_size: int = 1,
 ) -> dict[str, Path]:
     """Write `<out_root>/<mode>/<id>.wav` for every item and mode without a complete wav yet (resumable).
 
-    Each wav is written atomically; a truncated or unreadable one left by something else is redone.
-    An empty result is saved as a 0-sample wav, so it is not redone and is counted as "empty".
-    With `ranks`, line n is rank n % world's in every mode, and every rank returns once all are written.
+    The missing lines of a mode go to `synthesize` `batch_size` at a time, and each batch's wavs are
+    written as soon as it returns, so a killed run loses at most one batch. Each wav is written
+    atomically; a truncated or unreadable one left by something else is redone. An empty result is
+    saved as a 0-sample wav, so it is not redone and is counted as "empty". With `ranks`, line n is
+    rank n % world's in every mode, and every rank returns once all are written.
     """
+    if batch_size < 1:
+        raise InputError(f"--synth-batch {batch_size} must be at least 1")
     ranks = ranks or Ranks()
     folders = {}
     for mode in modes:
         folder = Path(out_root) / mode
         todo = [i for n, i in enumerate(items) if ranks.owns(n) and not is_complete_wav(folder / f"{i.id}.wav")]
-        for n, item in enumerate(todo, 1):
-            wav, sr = synthesize(item, mode)
-            write_wav(folder / f"{item.id}.wav", wav, sr)
-            if progress:
-                progress(f"synthesize {mode}", n, len(todo))
+        written = 0
+        for first in range(0, len(todo), batch_size):
+            batch = todo[first : first + batch_size]
+            outputs = synthesize(batch, mode)
+            if len(outputs) != len(batch):
+                raise ValueError(f"synthesize returned {len(outputs)} outputs for {len(batch)} lines")
+            for item, (wav, sr) in zip(batch, outputs):
+                write_wav(folder / f"{item.id}.wav", wav, sr)
+                written += 1
+                if progress:
+                    progress(f"synthesize {mode}", written, len(todo))
         folders[mode] = folder
     ranks.barrier()
     return folders
