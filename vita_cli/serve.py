@@ -58,6 +58,13 @@ def serve(
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest audio upload (413 above it)."),
     request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Seconds one request may take, "
                                                     "waiting included (504, or a stream cut short, past it)."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="Serve N replicas under Ray Serve, each with "
+                                           "its own model, behind Ray's HTTP proxy (needs 'vita[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --replicas: the Ray cluster "
+                                              "(auto, or HEAD:6379 of `ray start --head`); default: a local one."),
+    replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="With --replicas: CPUs Ray reserves per replica."),
+    replica_gpus: float = typer.Option(0.0, "--replica-gpus", help="With --replicas: GPUs per replica "
+                                       "(1 with --device cuda)."),
 ) -> None:
     """Serve the speech model over OpenAI's API: GET /health, GET /v1/models, POST /v1/audio/speech,
     POST /v1/chat/completions (text + audio answers, streamed as SSE), and with a speech tokenizer
@@ -67,6 +74,10 @@ def serve(
     Example: vita serve --model vita-tiny --decoder-dir glm-4-voice-decoder --port 8000;
     curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json'
     -d '{"model": "vita-tiny", "input": "Hello.", "voice": "default"}' -o hello.wav
+
+    With --replicas N the same app runs as a Ray Serve deployment of N replicas (one model each) on a
+    local Ray instance, or on the cluster --ray-address names (every answer names its replica in the
+    x-vita-replica header).
     """
     from vita_core.errors import InputError
     from vita_core.speech import check_generation_flags, load_speech_model
@@ -80,6 +91,10 @@ def serve(
     check_generation_flags(mode, device=device, dtype=dtype)
     check_limits(max_queue, max_upload_mb, request_timeout)
     _check_port(host, port)
+    if replicas is not None or ray_address is not None:
+        _serve_ray(model, decoder_dir, tokenizer_dir, device, dtype, mode, host, port, max_queue, max_upload_mb,
+                   request_timeout, replicas, ray_address, replica_cpus, replica_gpus)
+        return
     speech = load_speech_model(model, tokenizer_dir, decoder_dir, device=device, dtype=dtype, mode=mode,
                                need_encoder=_hears(tokenizer_dir), need_decoder=True,
                                progress=opt.progress(False), task="tts", notice=opt.notice())
@@ -87,3 +102,35 @@ def serve(
                         request_timeout=request_timeout)
     err_console.log(f"serving {speech.folder.name} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(server, host=host, port=port, log_level="info")
+
+
+def _serve_ray(model: Optional[Path], decoder_dir: Optional[Path], tokenizer_dir: Optional[Path], device: str,
+               dtype: str, mode: Optional[str], host: str, port: int, max_queue: int, max_upload_mb: float,
+               request_timeout: Optional[float], replicas: Optional[int], ray_address: Optional[str],
+               replica_cpus: float, replica_gpus: float) -> None:
+    """`vita serve --replicas N`: the folders are checked here, each replica loads the model itself."""
+    from vita_core.errors import InputError
+    from vita_core.speech import resolve_folder, resolve_model
+
+    if replicas is None:
+        raise InputError("--ray-address needs --replicas N: say how many replicas to run")
+    try:
+        import ray.serve  # noqa: F401 - only to say early that the extra is missing
+    except ImportError as exc:
+        raise InputError(f"vita serve --replicas needs the ray extra ({exc.name} is missing): "
+                         "pip install 'vita[ray]'") from None
+    from vita_server import ray_app
+
+    resolve_model(model)
+    for key, given in (("audio_tokenizer", tokenizer_dir), ("audio_decoder", decoder_dir)):
+        if given is not None:
+            resolve_folder(key, given)
+    spec = ray_app.ReplicaSpec(model=ray_app.portable(model), tokenizer_dir=ray_app.portable(tokenizer_dir),
+                               decoder_dir=ray_app.portable(decoder_dir), device=device, dtype=dtype, mode=mode,
+                               need_encoder=_hears(tokenizer_dir), max_queue=max_queue, max_upload_mb=max_upload_mb,
+                               request_timeout=request_timeout)
+    app = ray_app.deployment(spec, replicas, replica_cpus, replica_gpus)
+    where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray instance"
+    err_console.log(f"starting {replicas} replica(s) on {where}")
+    ray_app.run(app, ray_address, host, port, ready=lambda: err_console.log(
+        f"serving {replicas} replica(s) on http://{host}:{port} through Ray Serve (Ctrl-C stops)"))
