@@ -18,7 +18,8 @@ import soxr
 from fastapi.testclient import TestClient
 
 import vita_server.chat_completions
-from test_serve import SPOKEN, needs_speech, serving, speech, speech_tokenizer_dir  # noqa: F401  (fixtures)
+from test_serve import (SPOKEN, client, model_id, needs_speech, serving, speech, speech_tokenizer_dir,  # noqa: F401
+                        url)  # (fixtures)
 from vita_core.chat.answer import SpokenAnswer
 from vita_core.chat.loop import DEFAULT_SYSTEM_PROMPT
 from vita_core.speech import read_audio
@@ -27,22 +28,6 @@ from vita_server import create_app
 
 AUDIO = {"voice": "default", "format": "pcm16"}
 USER = [{"role": "user", "content": "Hello there."}]
-
-
-@pytest.fixture(scope="module")
-def model_id(tiny_checkpoint_f32):
-    return tiny_checkpoint_f32.name
-
-
-@pytest.fixture(scope="module")
-def url(speech):
-    with serving(create_app(speech)) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
 def library_answer(speech, parts, budget):

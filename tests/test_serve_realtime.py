@@ -15,24 +15,14 @@ import pytest
 import soxr
 from websockets.sync.client import connect
 
-from test_serve import SPOKEN, needs_speech, serving, speech, speech_tokenizer_dir  # noqa: F401  (fixtures)
+from test_serve import (SPOKEN, model_id, needs_speech, serving, speech, speech_tokenizer_dir,  # noqa: F401
+                        url)  # (fixtures)
 from vita_core.chat.answer import STAGES
 from vita_core.speech import read_audio
 from vita_server import create_app
 
 pytestmark = needs_speech
 CHUNK = 2400  # 100 ms at 24 kHz
-
-
-@pytest.fixture(scope="module")
-def model_id(tiny_checkpoint_f32):
-    return tiny_checkpoint_f32.name
-
-
-@pytest.fixture(scope="module")
-def url(speech):
-    with serving(create_app(speech)) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
