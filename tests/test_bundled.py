@@ -38,6 +38,8 @@ def test_without_a_bundled_model_the_old_message_names_the_flag(clean_speech_env
     monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path / "absent")
     with pytest.raises(InputError, match="no model folder given: pass --model DIR"):
         resolve_model(None)
+    with pytest.raises(InputError, match="vita-mini is not bundled with this install"):
+        resolve_model("vita-mini")
 
 
 @pytest.mark.parametrize("argv", [["asr", "x.wav"], ["chat", "--input-wav", "x.wav"]])
@@ -73,3 +75,24 @@ def test_a_broken_card_is_one_line(speaking_only):
     (speaking_only / bundled.CARD).write_text("{")
     with pytest.raises(Exception, match="vita-model.json is not valid JSON"):
         bundled.check_task(speaking_only, "asr")
+
+
+def test_bench_model_times_each_mode_on_the_same_sentences(tiny_checkpoint_f32, clean_speech_env, monkeypatch,
+                                                          tmp_path):
+    import speech_fakes
+
+    from vita_core.speech import load_speech_model
+    from vita_core.speech_bench import bench_speech
+
+    _, decoder = speech_fakes.install(monkeypatch, tmp_path)
+    speech = load_speech_model(tiny_checkpoint_f32, decoder_dir=decoder, need_decoder=True, device="cpu")
+    r = bench_speech(speech, ["vanilla", "turbo"], sentences=["Hello."], repeats=1, warmup=0, threads=1,
+                     max_new_tokens=24)
+    vanilla, turbo = r.modes
+    assert (vanilla.mode, turbo.mode, vanilla.speedup) == ("vanilla", "turbo", 1.0)
+    assert turbo.speedup == pytest.approx(vanilla.real_time_factor / turbo.real_time_factor)
+    assert turbo.backbone_forwards < vanilla.backbone_forwards and turbo.mtp_forwards > 0 == vanilla.mtp_forwards
+    assert 0 < vanilla.first_audio_ms <= vanilla.first_audio_ms_max and vanilla.audio_seconds > 0
+    assert speech.mode.name == "boost"  # the loaded model keeps its own default mode
+    with pytest.raises(InputError, match="schedule 'warp' must be integers"):
+        bench_speech(speech, ["warp"], sentences=["Hello."])

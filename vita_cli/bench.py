@@ -54,7 +54,7 @@ def bench(
 ) -> None:
     """Measure tokens/s, backbone forwards and first-audio latency of each mode (or the decoder's speed).
 
-    Examples: vita bench --preset 0.5b --new-tokens 512 ; vita bench --model vita-mini ;
+    Examples: vita bench --preset 0.5b --new-tokens 512 ; vita bench --model ckpt/VITA-Audio-Boost ;
     vita bench --decoder real --device cuda
     """
     from vita_core.bench import bench_modes

@@ -28,9 +28,13 @@ def bundled_model() -> Path | None:
 
 def by_name(value: str) -> Path | None:
     """`vita-mini` as a model name means the bundled folder, unless a folder of that name is right here."""
-    if value == NAME and not Path(value).is_dir():
-        return bundled_model()
-    return None
+    if value != NAME or Path(value).is_dir():
+        return None
+    found = bundled_model()
+    if found is None:
+        raise InputError(f"{NAME} is not bundled with this install (vita_core/assets/{NAME} holds no model yet); "
+                         "pass --model a VITA-Audio checkpoint folder")
+    return found
 
 
 def read_card(folder: Path) -> dict | None:

@@ -75,24 +75,27 @@ def bench_speech(speech: SpeechModel, modes: Sequence[str] = ("vanilla", "balanc
         raise InputError(f"--threads {threads} must be at least 1")
     if not sentences:
         raise InputError("give at least one sentence to synthesize")
+    from vita_core.eval.model_runs import in_mode
+
     names = list(dict.fromkeys(["vanilla", *modes]))
-    chosen = [get_mode(n) for n in names]  # validate before the slow part
+    for name in names:
+        get_mode(name)  # validate before the slow part
     say = progress or (lambda _msg: None)
-    previous_threads, previous_mode = torch.get_num_threads(), speech.mode
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or free_cores())
     result = SpeechBenchResult(str(speech.folder), speech.device, dtype, torch.get_num_threads(), len(sentences),
                                repeats, load_average())
     greedy = Sampling()
     try:
-        for name, mode in zip(names, chosen):
-            speech.mode = mode
+        for name in names:
+            moded = in_mode(speech, name)
             for i in range(warmup):
                 say(f"{name}: warm-up {i + 1}/{warmup}")
-                synthesize(speech, sentences[0], lambda _pcm: None, sampling=greedy, max_new_tokens=max_new_tokens)
+                synthesize(moded, sentences[0], lambda _pcm: None, sampling=greedy, max_new_tokens=max_new_tokens)
             runs = []
             for i in range(repeats):
                 say(f"{name}: pass {i + 1}/{repeats} over {len(sentences)} sentences")
-                runs += [synthesize(speech, s, lambda _pcm: None, sampling=greedy, max_new_tokens=max_new_tokens)
+                runs += [synthesize(moded, s, lambda _pcm: None, sampling=greedy, max_new_tokens=max_new_tokens)
                          for s in sentences]
             seconds, audio = sum(r.seconds for r in runs), sum(r.audio_seconds for r in runs)
             if not audio:
@@ -107,7 +110,6 @@ def bench_speech(speech: SpeechModel, modes: Sequence[str] = ("vanilla", "balanc
             m.speedup = result.modes[0].real_time_factor / m.real_time_factor if result.modes else 1.0
             result.modes.append(m)
     finally:
-        speech.mode = previous_mode
         torch.set_num_threads(previous_threads)
     result.modes = [m for m in result.modes if m.mode in modes or m.mode == "vanilla"]
     result.load_after = load_average()
