@@ -161,9 +161,11 @@ def test_health_answers_while_a_generation_runs(client, url, model_id, expected,
 
 
 def test_a_client_that_leaves_stops_its_generation(client, url, model_id, expected, monkeypatch):
-    gate, finished, outcome, real = threading.Event(), threading.Event(), [], vita_core.tts.synthesize
+    gate, started, finished, outcome = threading.Event(), threading.Event(), threading.Event(), []
+    real = vita_core.tts.synthesize
 
     def held(*args, **kwargs):
+        started.set()
         gate.wait(30)
         try:
             return real(*args, **kwargs)
@@ -177,6 +179,7 @@ def test_a_client_that_leaves_stops_its_generation(client, url, model_id, expect
     with httpx.stream("POST", f"{url}/v1/audio/speech", json={"model": model_id, "voice": "default",
                       "input": TEXT, "response_format": "pcm", "max_new_tokens": 400}) as response:
         assert response.status_code == 200
+        assert started.wait(30), "the generation never started"  # leave mid-generation, not while it waits
     gate.set()  # the client has gone: the worker's first audio chunk finds the request cancelled
     assert finished.wait(60) and outcome == ["Cancelled"]
     monkeypatch.setattr(vita_core.tts, "synthesize", real)
