@@ -68,41 +68,61 @@ def wait_healthy(proc: subprocess.Popen, base: str, seconds: float = 240) -> Non
     raise AssertionError("the replicas did not come up")
 
 
-def test_two_replicas_under_ray_serve_answer_speech(tiny_checkpoint_f32, decoder_dir, clean_speech_env):
+@pytest.fixture(scope="module")
+def ray_address():
+    with ray_head() as address:
+        yield address
+
+
+def test_two_replicas_under_ray_serve_answer_speech(tiny_checkpoint_f32, decoder_dir, clean_speech_env, ray_address):
     speech = load_speech_model(tiny_checkpoint_f32, None, decoder_dir, device="cpu", need_decoder=True)
     expected = library_wav(speech)[0]
     model_id, port = tiny_checkpoint_f32.name, free_port()
     base = f"http://127.0.0.1:{port}"
-    with ray_head() as address:
-        # the decoder folder comes from vita serve's environment only: the replicas get it from the driver
-        proc = subprocess.Popen([sys.executable, "-m", "vita_cli", "serve", "--model", str(tiny_checkpoint_f32),
-                                 "--device", "cpu", "--port", str(port), "--replicas", "2",
-                                 "--ray-address", address],
-                                env=_env(VITA_AUDIO_DECODER=str(decoder_dir)), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_healthy(proc, base)
-            health = httpx.get(f"{base}/health")
-            assert health.json() == {"status": "ok", "model": model_id} and health.headers[REPLICA_HEADER]
-            client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
-            replicas = set()
-            with ThreadPoolExecutor(4) as pool:
-                for _ in range(6):  # Ray routes each request to the less busy of two replicas it samples
-                    for headers, data in pool.map(lambda _i: speak(client, model_id), range(4)):
-                        assert headers["content-type"] == "audio/wav"
-                        # the same codes as vita_core gives (floats may differ across processes)
-                        assert data[:44] == expected[:44] and len(data) == len(expected)
-                        replicas.add(headers[REPLICA_HEADER])
-                    if len(replicas) == 2:
-                        break
-            assert len(replicas) == 2
-            missing = httpx.post(f"{base}/v1/audio/speech", json={"model": "nope", "input": "Hi.", "voice": "x"})
-            assert missing.status_code == 404 and "does not exist" in missing.json()["error"]["message"]
-        finally:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C: vita deletes its app from the cluster and exits
-            out = proc.communicate(timeout=90)[0]
+    # the decoder folder comes from vita serve's environment only: the replicas get it from the driver
+    proc = subprocess.Popen([sys.executable, "-m", "vita_cli", "serve", "--model", str(tiny_checkpoint_f32),
+                             "--device", "cpu", "--port", str(port), "--replicas", "2",
+                             "--ray-address", ray_address],
+                            env=_env(VITA_AUDIO_DECODER=str(decoder_dir)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(proc, base)
+        health = httpx.get(f"{base}/health")
+        assert health.json() == {"status": "ok", "model": model_id} and health.headers[REPLICA_HEADER]
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        replicas = set()
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(6):  # Ray routes each request to the less busy of two replicas it samples
+                for headers, data in pool.map(lambda _i: speak(client, model_id), range(4)):
+                    assert headers["content-type"] == "audio/wav"
+                    # the same codes as vita_core gives (floats may differ across processes)
+                    assert data[:44] == expected[:44] and len(data) == len(expected)
+                    replicas.add(headers[REPLICA_HEADER])
+                if len(replicas) == 2:
+                    break
+        assert len(replicas) == 2
+        missing = httpx.post(f"{base}/v1/audio/speech", json={"model": "nope", "input": "Hi.", "voice": "x"})
+        assert missing.status_code == 404 and "does not exist" in missing.json()["error"]["message"]
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: vita deletes its app from the cluster and exits
+        out = proc.communicate(timeout=90)[0]
     assert proc.returncode == 0, out
     assert f"serving 2 replica(s) on {base} through Ray Serve" in " ".join(out.split())
+
+
+def test_a_replica_whose_model_does_not_load_is_one_line_naming_why(tiny_checkpoint_f32, decoder_dir, tmp_path,
+                                                                   clean_speech_env, ray_address):
+    import shutil
+
+    bad = shutil.copytree(tiny_checkpoint_f32, tmp_path / "truncated")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # the driver's folder checks pass; the replicas' load fails
+    proc = subprocess.run([sys.executable, "-m", "vita_cli", "serve", "--model", str(bad), "--device", "cpu",
+                           "--port", str(free_port()), "--replicas", "1", "--ray-address", ray_address],
+                          env=_env(VITA_AUDIO_DECODER=str(decoder_dir)), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = " ".join(proc.stderr.splitlines()[-1:])
+    assert error.startswith("error: the Ray replicas did not start") and f"cannot read {weights}" in error, proc.stderr
 
 
 def test_replica_flags_are_checked_before_ray_starts(tiny_checkpoint_f32, decoder_dir, no_model_load):
