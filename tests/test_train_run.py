@@ -111,6 +111,31 @@ def test_four_stages_chain_and_the_loss_falls(tmp_path, tokenizer_dir, packed):
     assert len(last["mtp_loss"]) == 10 and all(0 <= a <= 1 for a in last["mtp_acc"])
 
 
+def test_eval_data_scores_each_checkpoint_on_held_out_audio(tmp_path, tokenizer_dir, packed):
+    """--eval-data: an 'eval' row at each save and at the end; the last is audio_accuracy of the saved model."""
+    from vita_core.train.evaluate import audio_accuracy
+    from vita_core.data.packed import PackedDataset
+
+    save_random(tmp_path / "base", 0, seed=6, tokenizer_dir=tokenizer_dir)
+    out = tmp_path / "s2"
+    result = CliRunner().invoke(app, [
+        "train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", str(tmp_path / "base"),
+        "--data", str(packed), "--eval-data", str(packed), "--output-dir", str(out), "--max-steps", "2",
+        "--save-every", "1", "--eval-packs", "0"])
+    assert result.exit_code == 0, result.output
+    evals = [r for r in rows(out) if "eval" in r]
+    assert [r["step"] for r in evals] == [1, 2] and len([r for r in rows(out) if "eval" not in r]) == 2
+    assert "held-out at step 2 (" in result.output and "MCTP 0:" in result.output
+    layout = layout_from_tokenizer(load_tokenizer(out / "model"))
+    data = PackedDataset(packed)
+    again = audio_accuracy(load_model(out / "model"), data, layout.audio_offset, layout.num_codes, len(data))
+    last = evals[-1]["eval"]
+    assert last["targets"] == again.targets > 0 and last["main_acc"] == again.main_acc
+    assert last["main_loss"] == pytest.approx(again.main_loss, rel=1e-5) and len(last["mtp_loss"]) == 1
+    assert last["mtp_loss"][0] == pytest.approx(again.mtp_loss[0], rel=1e-5) and last["mtp_acc"] == again.mtp_acc
+    assert evals[0]["eval"]["mtp_loss"] != last["mtp_loss"]  # the module trained between the two
+
+
 def test_cli_reports_bad_flags_in_one_line(tmp_path, packed):
     result = CliRunner().invoke(app, ["train", "--stage", "2", "--recipe", str(RECIPES / "tiny"), "--init", "nowhere",
                                       "--data", str(packed), "--output-dir", str(tmp_path / "out")])

@@ -28,6 +28,7 @@ from vita_core.model.checkpoint import PRESETS, default_attention, save_model
 from vita_core.model.modeling import LossOutput, VitaAudioForCausalLM
 from vita_core.tokens import layout_from_tokenizer
 from vita_core.train.data import EpochSampler, collate, open_packed
+from vita_core.train.evaluate import audio_accuracy
 from vita_core.train.setup import init_model, lr_ratio, param_groups, set_trainable
 from vita_core.train.stages import StageSpec
 
@@ -304,10 +305,15 @@ def train(
     overwrite: bool = False,
     tokenizer: str | Path | None = None,
     distributed: str | Path | None = None,
+    eval_data: str | Path | Dataset | None = None,
     progress: Callable[[str, Any], None] | None = None,
 ) -> TrainResult:
-    """Run one stage. `progress(kind, payload)` gets ("start", info), ("step", StepMetrics) and
-    ("saved", path) on the main process; metrics also go to output_dir/metrics.jsonl.
+    """Run one stage. `progress(kind, payload)` gets ("start", info), ("step", StepMetrics),
+    ("eval", row) and ("saved", path) on the main process; metrics also go to output_dir/metrics.jsonl.
+
+    With `eval_data` (packs of sentences no step trains on) each checkpoint and the final model are
+    first scored on it: loss and top-1 of every head on the audio targets (`audio_accuracy`), as a
+    {"step", "eval"} row in metrics.jsonl.
 
     A folder that already holds a run is refused unless `resume` (continue from its newest
     checkpoint, named in info["resumed_from"]) or `overwrite`; leftovers of a killed save are
@@ -328,6 +334,7 @@ def train(
     accelerator.wait_for_everyone()
     start_from = existing[-1] if existing and resume else None
     dataset = open_packed(data, spec.seq_len)
+    held_out = None if eval_data is None else open_packed(eval_data, spec.seq_len)
     side = _side_files(Path(tokenizer) if tokenizer else Path(init))
     _check_tokenizer(init, tokenizer, side)
     generation = _generation_config(side, data)
@@ -368,6 +375,18 @@ def train(
                      "global_batch": global_batch, "trainable": sum(p.numel() for p in trainable),
                      "resumed_from": start_from, "removed": removed})
     history: list[StepMetrics] = []
+
+    def evaluate(at: int) -> None:
+        if held_out is None:
+            return
+        layout = layout_from_tokenizer(side_tok)
+        acc = audio_accuracy(model, held_out, layout.audio_offset, layout.num_codes, len(held_out),
+                             num_mtp=unwrapped.num_mtp, autocast=accelerator.autocast)
+        row = {"step": at, "eval": asdict(acc)}
+        if accelerator.is_main_process:
+            append_line(log, json.dumps(row))
+        report("eval", row)
+
     model.train()
     while step < total:
         epoch = step // steps_per_epoch
@@ -396,12 +415,14 @@ def train(
                 append_line(log, json.dumps(asdict(metrics)))
             report("step", metrics)
             if save_every and step % save_every == 0 and step < total:
+                evaluate(step)
                 folder = output_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
                 _save(accelerator, model, folder, side, save_dtype, {**identity, "step": step}, codec_source,
                       generation)
                 report("saved", folder)
             if step >= total:
                 break
+    evaluate(step)
     final = output_dir / FINAL
     _save(accelerator, model, final, side, save_dtype, None, codec_source, generation)
     report("saved", final)
