@@ -8,15 +8,21 @@ corpus=$(realpath "$1"); work=$(realpath -m "$2"); threads=${3:-2}
 export OMP_NUM_THREADS=$threads
 mkdir -p "$work"
 sed "s#^wavs/#$corpus/wavs/#" "$corpus/train.tsv" > "$work/train.tsv"
+mkdir -p "$work/heldout"
+sed "s#^wavs/#$corpus/wavs/#" "$corpus/heldout.tsv" > "$work/heldout/heldout.tsv"
 cut -f2 "$work/train.tsv" > "$work/train_text.txt"
 [ -f "$work/tokenizer/tokenizer.json" ] ||
-  vita tokenizer build --text "$work/train_text.txt" --codec mini --vocab 2048 --out "$work/tokenizer"
-[ -f "$work/prepared/piper-tts/report.json" ] ||
-  vita prepare "$work/train.tsv" --task tts --model "$work/tokenizer" --codec mini \
-    --codec-dir vita_core/assets/vita-mini/codec --cache-dir "$work/cache" \
-    --out "$work/prepared/piper-tts" --workers 1 --shard-size 400
-[ -f "$work/packed/mini/manifest.json" ] ||
-  vita pack recipes/data/mini.yaml --root "$work" --out "$work/packed/mini"
+  vita tokenizer build --text "$work/train_text.txt" --codec mini --vocab 300 --out "$work/tokenizer"
+# the training sentences, and the held-out ones that --eval-data scores every checkpoint on
+for root in "$work" "$work/heldout"; do
+  list="$work/train.tsv"; [ "$root" = "$work/heldout" ] && list="$root/heldout.tsv"
+  [ -f "$root/prepared/piper-tts/report.json" ] ||
+    vita prepare "$list" --task tts --model "$work/tokenizer" --codec mini \
+      --codec-dir vita_core/assets/vita-mini/codec --cache-dir "$work/cache" \
+      --out "$root/prepared/piper-tts" --workers 1 --shard-size 400
+  [ -f "$root/packed/mini/manifest.json" ] ||
+    vita pack recipes/data/mini.yaml --root "$root" --out "$root/packed/mini"
+done
 init=mini
 for stage in 1 2 3 4; do
   run="$work/runs/s$stage"
@@ -24,7 +30,7 @@ for stage in 1 2 3 4; do
     extra=()
     [ "$stage" = 1 ] && extra=(--tokenizer "$work/tokenizer")
     vita train --stage "$stage" --recipe recipes/mini --init "$init" "${extra[@]}" \
-      --data "$work/packed/mini" --output-dir "$run" --save-every 100 --resume
+      --data "$work/packed/mini" --eval-data "$work/heldout/packed/mini" --output-dir "$run" --save-every 100 --resume
   fi
   init="$run/model"
 done

@@ -214,7 +214,7 @@ def test_mini_recipe_fits_its_data_mixture_and_preset():
     assert [s.num_mtp for s in specs] == [0, 1, modules, modules]
     assert [s.trainable for s in specs] == ["all", "mtp", "mtp", "all"]
     assert [s.detach_backbone for s in specs] == [False, True, True, False]
-    assert data.ratio == (1, 18, 6, 18)
+    assert data.ratio == (6, 18, 12, 18)
     assert yaml.safe_load((RECIPES / "data" / "mini.yaml").read_text())["sources"]["piper-tts"]["paths"] == [
         "prepared/piper-tts"]
 
