@@ -186,12 +186,21 @@ def test_a_client_that_leaves_stops_its_generation(client, url, model_id, expect
     assert speak(client, model_id)[1] == expected[0]  # the server keeps serving
 
 
-def test_concurrent_requests_each_get_their_own_answer(client, model_id, speech):
-    texts = ["One.", "Two words.", "Three small words.", "Zebra"]  # four distinct answers of the tiny model
-    wanted = [library_wav(speech, text=t)[0] for t in texts]
-    with ThreadPoolExecutor(len(texts)) as pool:
-        got = list(pool.map(lambda t: speak(client, model_id, input=t)[1], texts))
-    assert len(set(wanted)) == len(texts) and got == wanted
+def test_eight_concurrent_requests_each_get_their_own_answer(client, model_id, speech):
+    """Eight at once (the server's default --max-queue): four texts, each with two token budgets."""
+    asks = [(text, budget) for text in ("One.", "Two words.", "Three small words.", "Zebra") for budget in (12, 16)]
+
+    def alone(text, budget):
+        out = io.BytesIO()
+        sink = StreamSink(out, int(speech.decoder.sample_rate), "wav")
+        synthesize(speech, text, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=budget)
+        return out.getvalue()
+
+    wanted = [alone(*ask) for ask in asks]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        got = list(pool.map(lambda ask: speak(client, model_id, input=ask[0], extra_body={
+            **BUDGET, "max_new_tokens": ask[1]})[1], asks))
+    assert len(set(wanted)) == len(asks) and got == wanted
 
 
 @pytest.fixture
