@@ -13,16 +13,17 @@ sed "s#^wavs/#$corpus/wavs/#" "$corpus/heldout.tsv" > "$work/heldout/heldout.tsv
 cut -f2 "$work/train.tsv" > "$work/train_text.txt"
 [ -f "$work/tokenizer/tokenizer.json" ] ||
   vita tokenizer build --text "$work/train_text.txt" --codec mini --vocab 300 --out "$work/tokenizer"
-# the training sentences, and the held-out ones that --eval-data scores every checkpoint on
-for root in "$work" "$work/heldout"; do
-  list="$work/train.tsv"; [ "$root" = "$work/heldout" ] && list="$root/heldout.tsv"
-  [ -f "$root/prepared/piper-tts/report.json" ] ||
-    vita prepare "$list" --task tts --model "$work/tokenizer" --codec mini \
+# prepare_and_pack LIST ROOT: LIST's pairs into ROOT/prepared/piper-tts, packed into ROOT/packed/mini
+prepare_and_pack() {
+  [ -f "$2/prepared/piper-tts/report.json" ] ||
+    vita prepare "$1" --task tts --model "$work/tokenizer" --codec mini \
       --codec-dir vita_core/assets/vita-mini/codec --cache-dir "$work/cache" \
-      --out "$root/prepared/piper-tts" --workers 1 --shard-size 400
-  [ -f "$root/packed/mini/manifest.json" ] ||
-    vita pack recipes/data/mini.yaml --root "$root" --out "$root/packed/mini"
-done
+      --out "$2/prepared/piper-tts" --workers 1 --shard-size 400
+  [ -f "$2/packed/mini/manifest.json" ] ||
+    vita pack recipes/data/mini.yaml --root "$2" --out "$2/packed/mini"
+}
+prepare_and_pack "$work/train.tsv" "$work"
+prepare_and_pack "$work/heldout/heldout.tsv" "$work/heldout"  # what --eval-data scores every checkpoint on
 init=mini
 for stage in 1 2 3 4; do
   run="$work/runs/s$stage"

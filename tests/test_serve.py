@@ -91,12 +91,12 @@ def model_id(tiny_checkpoint_f32):
     return tiny_checkpoint_f32.name
 
 
-def library_wav(speech, mode=None, text=TEXT):
-    """`vita tts --out -`'s bytes for `text` with BUDGET, through vita_core directly."""
+def library_wav(speech, mode=None, text=TEXT, budget=BUDGET["max_new_tokens"]):
+    """`vita tts --out -`'s bytes for `text` with BUDGET (or `budget` tokens), through vita_core directly."""
     out = io.BytesIO()
     sink = StreamSink(out, int(speech.decoder.sample_rate), "wav")
     chosen = replace(speech, mode=get_mode(mode)) if mode else speech
-    result = synthesize(chosen, text, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=12)
+    result = synthesize(chosen, text, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=budget)
     return out.getvalue(), result
 
 
@@ -189,14 +189,7 @@ def test_a_client_that_leaves_stops_its_generation(client, url, model_id, expect
 def test_eight_concurrent_requests_each_get_their_own_answer(client, model_id, speech):
     """Eight at once (the server's default --max-queue): four texts, each with two token budgets."""
     asks = [(text, budget) for text in ("One.", "Two words.", "Three small words.", "Zebra") for budget in (12, 16)]
-
-    def alone(text, budget):
-        out = io.BytesIO()
-        sink = StreamSink(out, int(speech.decoder.sample_rate), "wav")
-        synthesize(speech, text, sink.write, sampling=replace(speech.sampling, seed=0), max_new_tokens=budget)
-        return out.getvalue()
-
-    wanted = [alone(*ask) for ask in asks]
+    wanted = [library_wav(speech, text=text, budget=budget)[0] for text, budget in asks]
     with ThreadPoolExecutor(len(asks)) as pool:
         got = list(pool.map(lambda ask: speak(client, model_id, input=ask[0], extra_body={
             **BUDGET, "max_new_tokens": ask[1]})[1], asks))

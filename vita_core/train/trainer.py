@@ -376,11 +376,12 @@ def train(
                      "resumed_from": start_from, "removed": removed})
     history: list[StepMetrics] = []
 
+    held_out_layout = None if held_out is None else layout_from_tokenizer(side_tok)
+
     def evaluate(at: int) -> None:
         if held_out is None:
             return
-        layout = layout_from_tokenizer(side_tok)
-        acc = audio_accuracy(model, held_out, layout.audio_offset, layout.num_codes, len(held_out),
+        acc = audio_accuracy(model, held_out, held_out_layout.audio_offset, held_out_layout.num_codes, len(held_out),
                              num_mtp=unwrapped.num_mtp, autocast=accelerator.autocast)
         row = {"step": at, "eval": asdict(acc)}
         if accelerator.is_main_process:
