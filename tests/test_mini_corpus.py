@@ -31,3 +31,24 @@ def test_selection_is_seeded_and_held_out_sentences_never_train(tmp_path):
     train = {t for _, s, t in rows if s == "train"}
     assert len(held) == 4 and len(train) == 11 and not held & train
     assert [u for u, _, _ in rows[:4]] == [f"heldout_{n:05d}" for n in range(4)]
+
+
+def test_more_sentences_train_only_and_leave_the_held_out_set_as_it_was(tmp_path, monkeypatch):
+    lines = [f"Sentence number {w} is a fine thing to say." for w in "one two three four five six seven eight".split()]
+    story = "He walked in. The bar was quiet that night.\nNobody spoke to him at all.\n\t-- Anon"
+    dialogue = "Man: Where is the station, please?\nWoman: Over there, by the old tree."
+    (tmp_path / "sayings").write_text("\n%\n".join(lines + [story, dialogue]) + "\n%\n")
+    plain = corpus.select(20, 160, 3, seed=3, folder=tmp_path)
+    held = [t for _, s, t in plain if s == "heldout"]
+    monkeypatch.setattr(corpus, "docstring_sentences", lambda lo, hi: {
+        "Return the sum of the two numbers given.",
+        f"Note: {held[0].lower()}",  # holds a held-out sentence: dropped
+    })
+    rows = corpus.select(20, 160, 3, seed=3, more=True, folder=tmp_path)
+    assert rows[: len(plain)] == plain
+    more = {t for u, s, t in rows[len(plain):] if u.startswith("more_") and s == "train"}
+    assert more == {"The bar was quiet that night.", "Nobody spoke to him at all.",
+                    "Return the sum of the two numbers given."}
+    assert len(rows) == len(plain) + len(more)
+    assert corpus.sentences_of("Call foo_bar() before using the URL. It is a fine day to go out.", 20, 160) == [
+        "It is a fine day to go out."]
