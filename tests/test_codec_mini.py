@@ -102,6 +102,17 @@ def test_streaming_decode_equals_one_shot(codec, chunk):
     assert sum(len(p) for p in parts[:-1]) > 0  # audio came out before the end
 
 
+def test_streaming_decodes_in_growing_chunks(codec):
+    """Code by code, the stream decodes at the first final code, then after 2, 4 and every 8 more."""
+    codes = codec.encode(speech(2.5, seed=4), 16000)
+    stream = codec.stream()
+    sizes = [stream.push(codes[i : i + 1]).size for i in range(len(codes))]
+    samples = codec.config.samples_per_code
+    decoded_at = [i for i, n in enumerate(sizes) if n]
+    assert decoded_at[:5] == [1, 3, 7, 15, 23]  # one code of lookahead: code i is final once i + 1 is in
+    assert sizes[3] == 2 * samples and sizes[7] == 4 * samples and sizes[15] == sizes[23] == 8 * samples
+
+
 def test_streaming_needs_its_left_context(folder):
     """With the window cut below the receptive field the stream drifts from one-shot: the bound is real."""
     codec = load_mini_codec(folder)
