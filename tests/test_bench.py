@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -156,7 +157,7 @@ def test_bench_batch_reports_total_and_per_request_speed():
     assert bad.exit_code == 1 and "--batch 0 must be at least 1" in bad.output
 
 
-def test_limit_is_the_forwards_weight_bytes_at_the_read_rate():
+def test_limit_is_each_forwards_reads_or_its_arithmetic_whichever_is_slower():
     from vita_core.model.checkpoint import preset_config, random_model
     from vita_core.roofline import WeightBytes, limit_tokens_per_s
     from vita_core.schedule import BACKBONE
@@ -168,6 +169,13 @@ def test_limit_is_the_forwards_weight_bytes_at_the_read_rate():
     assert w.backbone == model.num_backbone_layers * layer + norm
     assert w.mtp[1] == layer + 2 * model.config.hidden_size ** 2 * 4 + 3 * norm  # layer, 2H->H proj, 3 norms
     assert w.logit_row == model.config.hidden_size * 4
-    forwards = [(BACKBONE, 100), (0, 16385), (1, 0)]
+    forwards = [(BACKBONE, 1, 100), (0, 1, 16385), (1, 1, 0)]
     total = w.backbone + 100 * w.logit_row + w.mtp[0] + 16385 * w.logit_row + w.mtp[1]
     assert abs(limit_tokens_per_s(w, forwards, 3, 1e9) - 3e9 / total) < 1e-9
+    # one position: 2 FLOPs per weight read (4 bytes in fp32), so at 1 GB/s and 0.5 GFLOP/s the reads bind;
+    # eleven positions of the backbone do 11x the work: the arithmetic binds
+    assert w.flops(BACKBONE, 1, 100) == 2 * (w.backbone + 100 * w.logit_row) // 4
+    assert limit_tokens_per_s(w, forwards, 3, 1e9, 0.5e9) == pytest.approx(limit_tokens_per_s(w, forwards, 3, 1e9))
+    eleven = [(BACKBONE, 11, 100)]
+    assert limit_tokens_per_s(w, eleven, 11, 1e9, 1e9) == pytest.approx(11e9 / w.flops(BACKBONE, 11, 100))
+    assert limit_tokens_per_s(w, eleven, 11, 1e9, 1e9) < limit_tokens_per_s(w, eleven, 11, 1e9)

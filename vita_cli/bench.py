@@ -109,8 +109,8 @@ def _print_modes(result: BenchResult, preset: str, dtype: str, prompt_tokens: in
     path = r.engine_path
     title = (f"{preset} ({r.parameters / 1e6:.0f}M params) on {r.device}, {dtype}, {path}, {r.threads} "
              f"thread{'s' if r.threads != 1 else ''}, load {r.load_before:.2f} -> {r.load_after:.2f}; "
-             f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}; limit = weight bytes "
-             f"read at {r.read_gb_per_s:.1f} GB/s" + (" (interrupted)" if partial else ""))
+             f"{prompt_tokens}-token prompt, {new_tokens} new tokens, median of {repeats}; limit = each pass's weight "
+             f"reads at {r.read_gb_per_s:.1f} GB/s or its matmuls at {r.matmul_gflops:.0f} GFLOP/s, the slower" + (" (interrupted)" if partial else ""))
     cells = [{
         "mode": m.mode, "tokens/s": f"{m.tokens_per_s:.1f}",
         "range": f"{m.tokens_per_s_min:.1f}-{m.tokens_per_s_max:.1f}", "backbone fwd": str(m.backbone_forwards),

@@ -4,8 +4,8 @@ A random-init model of a size preset, a fixed random prompt, exactly N new token
 ignored), the same strict content layout for every mode (so every mode generates the same mix
 of text and audio positions), then the median and spread over repeats. Speedups are ratios of
 medians from one run on one machine; they are never asserted in tests. Each mode is also set
-against its limit (`roofline`: the weight bytes its forwards read over the measured read
-bandwidth), and `against_hf` times Hugging Face's `generate` on the same backbone weights.
+against its limit (`roofline`: each forward's weight reads at the measured read bandwidth or
+its matmul work at the measured matmul rate, whichever takes longer), and `against_hf` times Hugging Face's `generate` on the same backbone weights.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from vita_core.errors import InputError
 from vita_core.generate import AudioBlockEvent, DoneEvent, Engine, ForwardEvent, Request
 from vita_core.model.checkpoint import hf_config, preset_config, random_model
 from vita_core.model.modeling import VitaAudioForCausalLM
-from vita_core.roofline import WeightBytes, free_cores, limit_tokens_per_s, load_average, read_bandwidth
+from vita_core.roofline import (WeightBytes, free_cores, limit_tokens_per_s, load_average, matmul_flops,
+                                read_bandwidth)
 from vita_core.schedule import BACKBONE, BOOST_RATIO, Layout, get_mode
 from vita_core.tokens import NUM_AUDIO_CODES, TokenLayout
 
@@ -45,7 +46,7 @@ class ModeResult:
     backbone_forward_ms: float  # median wall time of a one-position backbone pass
     backbone_catchup_ms: float  # median wall time of a multi-position pass over MCTP tokens (0 if none)
     mtp_forward_ms: float  # median wall time of one MCTP step (0 if none)
-    limit_tokens_per_s: float = 0.0  # the forwards' weight bytes at the measured read bandwidth
+    limit_tokens_per_s: float = 0.0  # the forwards' weight reads and matmul work at the measured rates
     percent_of_limit: float = 0.0
     speedup: float = 1.0  # median tokens/s over vanilla's
     limit_speedup: float = 1.0  # this mode's limit over vanilla's
@@ -77,6 +78,7 @@ class BenchResult:
     threads: int
     fast_path: bool  # the engine ran the CPU fast path (prepacked oneDNN layers)
     read_gb_per_s: float  # measured read bandwidth the limits use
+    matmul_gflops: float  # measured matmul rate the limits use (a pass over many positions is compute-bound)
     load_before: float  # 1-minute load average before and after measuring (the machine is shared)
     engine_path: str  # which forward path ran, in words (`Engine.path`): static KV cache + CUDA graphs, ...
     load_after: float = 0.0
@@ -106,7 +108,7 @@ def _one_run(engine: Engine, prompt: list[int], mode: str, layout: Layout, new_t
     start = time.perf_counter()
     for event in engine.generate(prompt, mode=mode, layout=layout, max_new_tokens=new_tokens, stop_ids=()):
         if isinstance(event, ForwardEvent):
-            forwards.append((event.producer, event.logit_rows))
+            forwards.append((event.producer, event.positions, event.logit_rows))
             if prefill:
                 prefill = False  # the first pass is the prefill, not a decoding step
                 continue
@@ -241,10 +243,12 @@ def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: in
     prompt = torch.randint(0, tokens.endoftext, (prompt_tokens,), generator=g).tolist()  # text ids precede specials
     say("measuring the read bandwidth")
     bandwidth = read_bandwidth(torch.device(device))
+    say("measuring the matmul rate")
+    flops = matmul_flops(torch.device(device), DTYPES[dtype])
     weights = WeightBytes.of(model)
     result = BenchResult(preset, device, dtype, new_tokens, prompt_tokens, repeats, list(layout),
                          sum(p.numel() for p in model.parameters()), torch.get_num_threads(), engine.fast is not None,
-                         round(bandwidth / 1e9, 2), load_before, engine.path, batch=batch)
+                         round(bandwidth / 1e9, 2), round(flops / 1e9, 1), load_before, engine.path, batch=batch)
     prompts = [prompt] + [torch.randint(0, tokens.endoftext, (prompt_tokens,), generator=g).tolist()
                           for _ in range(batch - 1)]
     for name in names:
@@ -259,7 +263,7 @@ def _measure(preset: str, names: list[str], modes: Sequence[str], new_tokens: in
         blocks = [r["first_block"] for r in runs if r["first_block"] is not None]
         per_b, per_c, per_m = ([s for r in runs for s in r["per"][key]] for key in "bcm")
         done = runs[0]["done"]
-        limit = limit_tokens_per_s(weights, runs[0]["forwards"], runs[0]["tokens"], bandwidth)
+        limit = limit_tokens_per_s(weights, runs[0]["forwards"], runs[0]["tokens"], bandwidth, flops)
         result.modes.append(ModeResult(
             mode=name, tokens_per_s=statistics.median(rates), tokens_per_s_min=min(rates),
             tokens_per_s_max=max(rates), backbone_forwards=done.backbone_forwards, mtp_forwards=done.mtp_forwards,
