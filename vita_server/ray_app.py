@@ -126,6 +126,16 @@ def run(app: Application, address: str | None, host: str, port: int,
         raise InputError(f"cannot reach the Ray cluster at {address} ({exc}); start it with ray start --head "
                          "or drop --ray-address for a local one") from None
     stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # from the start: a signal while the replicas deploy (the proxy may already answer) ends the
+        # service once deployed, cleanly; a second one interrupts at once
+        def on_signal(*_: object) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
@@ -134,9 +144,6 @@ def run(app: Application, address: str | None, host: str, port: int,
             raise InputError(f"the Ray replicas did not start: {_replica_error(exc)} (ray logs: "
                              "/tmp/ray/session_latest/logs/serve)") from None
         ready()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
         stop.wait()
     finally:
         if address is None:
