@@ -2,9 +2,10 @@
 # vita-mini's whole recipe after the corpus (scripts/make_mini_corpus.py): tokenizer, prepare, pack
 # and the four training stages, into WORK. Rerun it after a kill: every step resumes or is skipped
 # when its output is complete. Run from the repository root, with the venv's `vita` on PATH.
-#   scripts/train_mini.sh CORPUS_DIR WORK_DIR [THREADS]
+#   scripts/train_mini.sh CORPUS_DIR WORK_DIR [THREADS] [SEED]   (SEED: default the recipe's, 42)
 set -euo pipefail
 corpus=$(realpath "$1"); work=$(realpath -m "$2"); threads=${3:-2}
+seed=(); [ -n "${4:-}" ] && seed=(--seed "$4")
 export OMP_NUM_THREADS=$threads
 mkdir -p "$work"
 sed "s#^wavs/#$corpus/wavs/#" "$corpus/train.tsv" > "$work/train.tsv"
@@ -31,7 +32,7 @@ for stage in 1 2 3 4; do
     extra=()
     [ "$stage" = 1 ] && extra=(--tokenizer "$work/tokenizer")
     vita train --stage "$stage" --recipe recipes/mini --init "$init" "${extra[@]}" \
-      --data "$work/packed/mini" --eval-data "$work/heldout/packed/mini" --output-dir "$run" --save-every 100 --resume
+      --data "$work/packed/mini" --eval-data "$work/heldout/packed/mini" --output-dir "$run" --save-every 100 --resume "${seed[@]}"
   fi
   init="$run/model"
 done

@@ -43,6 +43,8 @@ def train(
     eval_data: Optional[Path] = typer.Option(None, help="Packs of held-out sentences (`vita pack` of data no "
                                                        "step trains on): each checkpoint and the model are "
                                                        "scored on their audio targets (metrics.jsonl 'eval' rows)."),
+    seed: Optional[int] = typer.Option(None, help="Override the recipe's seed (initial weights of a preset "
+                                                  "and data order), e.g. to check that a recipe reproduces."),
     eval_packs: int = typer.Option(16, min=0, help="After an MCTP stage, report each module's top-1 on the "
                                                   "audio targets of this many packs (0: skip)."),
 ) -> None:
@@ -57,7 +59,7 @@ def train(
     from vita_core.train.stages import load_stage
     from vita_core.train.trainer import train as run
 
-    spec = load_stage(recipe, stage).with_overrides(grad_accum=grad_accum)
+    spec = load_stage(recipe, stage).with_overrides(grad_accum=grad_accum, seed=seed)
     drawing = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 draws
     bar = Progress(TextColumn(f"[bold]stage {stage}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"))
