@@ -4,7 +4,8 @@
 
 Copies the checkpoint's files (weights, config, tokenizer, generation config) beside the bundled
 codec (assets/vita-mini/codec, which the checkpoint was prepared and trained with), and writes the
-codec record and the card that tells tts it may use the model and asr/chat that they may not.
+codec record and the card that tells tts it may use the model and asr/chat that they may not, and
+makes vanilla the default mode (vita-mini's MCTP modes cost WER, README: vita-mini).
 The weights stay in the bf16 the recipe trains and saves in (float32 would be twice the size and
 the whole bundle must stay under 40 MB). Each file is written atomically (vita_core.files), so a
 kill never leaves a truncated file.
@@ -45,7 +46,7 @@ def main() -> None:
     for name in FILES:
         write_bytes(BUNDLED_DIR / name, (src / name).read_bytes())
     write_json(BUNDLED_DIR / RECORD, {"family": "mini", "folder": "codec"})
-    write_json(BUNDLED_DIR / CARD, {"name": NAME, "summary": SUMMARY, "tasks": ["tts"]})
+    write_json(BUNDLED_DIR / CARD, {"name": NAME, "summary": SUMMARY, "tasks": ["tts"], "mode": "vanilla"})
     print(f"bundled {src} as {BUNDLED_DIR} ({size / 1e6:.1f} MB with the codec)")
 
 

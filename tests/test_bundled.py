@@ -71,6 +71,20 @@ def test_tts_says_in_one_line_that_it_uses_the_bundled_model(speaking_only, tmp_
     assert "using vita-mini" not in result.output
 
 
+def test_the_card_mode_is_the_default_mode(speaking_only):
+    """The tiny checkpoint's generation config names boost; a card with "mode" overrides it, --mode beats both."""
+    from vita_core.speech import load_speech_model
+
+    assert load_speech_model(speaking_only).mode.name == "boost"
+    card = json.loads((speaking_only / bundled.CARD).read_text())
+    (speaking_only / bundled.CARD).write_text(json.dumps({**card, "mode": "vanilla"}))
+    assert load_speech_model(speaking_only).mode.name == "vanilla"
+    assert load_speech_model(speaking_only, mode="turbo").mode.name == "turbo"
+    (speaking_only / bundled.CARD).write_text(json.dumps({**card, "mode": 3}))
+    with pytest.raises(Exception, match="'mode' must be a mode name"):
+        load_speech_model(speaking_only)
+
+
 def test_a_broken_card_is_one_line(speaking_only):
     (speaking_only / bundled.CARD).write_text("{")
     with pytest.raises(Exception, match="vita-model.json is not valid JSON"):

@@ -3,8 +3,11 @@
 With no --model, VITA_MODEL or config entry, the speech commands use the bundled vita-mini
 (vita_core/assets/vita-mini: a VITA-Audio checkpoint folder in the released format, with its own
 codec), so a fresh install speaks with nothing downloaded. `--model vita-mini` names it too.
-A checkpoint may carry `vita-model.json` ({"name", "summary", "tasks"}): vita-mini only speaks,
-so asr and chat refuse it in one line instead of producing nonsense.
+A checkpoint may carry `vita-model.json` ({"name", "summary", "tasks"}, optionally "mode"): vita-mini
+only speaks, so asr and chat refuse it in one line instead of producing nonsense; its "mode" is the
+default when no --mode is given, because the released convention (the default mode is the data
+layout in generation_config's `mtp_inference_mode`) would make a model whose MCTP modules lose
+quality speak through them by default.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def read_card(folder: Path) -> dict | None:
     if not isinstance(card, dict) or not isinstance(card.get("tasks"), list):
         raise CheckpointError(f"{path} must hold an object with a 'tasks' list; re-copy the checkpoint")
     return card
+
+
+def card_mode(folder: Path) -> str | None:
+    """The default mode the checkpoint's card names, or None (no card, or no "mode" in it)."""
+    mode = (read_card(folder) or {}).get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise CheckpointError(f"{Path(folder) / CARD}: 'mode' must be a mode name such as vanilla; re-copy "
+                              "the checkpoint")
+    return mode
 
 
 def check_task(folder: Path, task: str) -> None:

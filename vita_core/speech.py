@@ -328,7 +328,7 @@ def load_speech_model(
     from vita_core.schedule import get_mode
     from vita_core.tokens import NUM_AUDIO_CODES, ChatFormat, layout_from_tokenizer, load_tokenizer
 
-    from vita_core.bundled import check_task, default_notice
+    from vita_core.bundled import card_mode, check_task, default_notice
 
     say = progress or (lambda _msg: None)
     folder, fallback = resolve_model(model)
@@ -378,7 +378,7 @@ def load_speech_model(
     ratio, pattern, sampling = checkpoint_defaults(read_generation_config(folder), net.num_mtp)
     return SpeechModel(
         folder=folder, model=net, tokenizer=tokenizer, tokens=tokens, chat=ChatFormat(tokenizer, tokens),
-        engine=Engine(net, tokens), mode=chosen_mode or get_mode(named_mode(pattern)),
+        engine=Engine(net, tokens), mode=chosen_mode or get_mode(card_mode(folder) or named_mode(pattern)),
         ratio=ratio, sampling=sampling, encoder=encoder, decoder=decoder, device=device, plus_audio=plus_audio,
     )
 
