@@ -198,7 +198,10 @@ def test_flag_errors_come_before_loading(base_args, tmp_path, monkeypatch, no_mo
     assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob("*.flac"))
 
 
-def test_missing_or_wrong_folders(codec_dirs, tmp_path, tokenizer_dir):
+def test_missing_or_wrong_folders(codec_dirs, tmp_path, tokenizer_dir, monkeypatch):
+    import vita_core.bundled as bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", tmp_path / "absent")  # a checkout without vita-mini
     r = run([TEXT, "--out", str(tmp_path / "a.wav"), "--device", "cpu"])
     assert r.exit_code == 1 and "no model folder given: pass --model DIR, set VITA_MODEL" in r.stderr
     r = run([TEXT, "--out", str(tmp_path / "a.wav"), "--model", str(tmp_path / "nope"), "--decoder-dir",
