@@ -11,7 +11,8 @@ from vita_cli.common import err_console
 if TYPE_CHECKING:
     from vita_core.generate import Sampling
 
-MODEL = typer.Option(None, "--model", "-m", help="VITA-Audio checkpoint folder (env VITA_MODEL or config file).")
+MODEL = typer.Option(None, "--model", "-m", help="VITA-Audio checkpoint folder (env VITA_MODEL or config file; "
+                                                  "default: the bundled vita-mini).")
 TOKENIZER_DIR = typer.Option(None, "--tokenizer-dir",
                              help="Speech tokenizer folder, e.g. glm-4-voice-tokenizer (env VITA_AUDIO_TOKENIZER "
                                   "or config file; default: the codec the checkpoint records in codec.json).")
@@ -25,7 +26,8 @@ SENSEVOICE_DIR = typer.Option(None, "--sensevoice-dir",
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 DTYPE = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
 MODE = typer.Option(None, "--mode", help="vanilla, balance, boost, turbo or a list like '1 10 4 10' "
-                                         "(default: the checkpoint's mtp_inference_mode).")
+                                         "(default: the mode its vita-model.json card names, vanilla for "
+                                         "vita-mini, else its mtp_inference_mode).")
 MAX_NEW_TOKENS = typer.Option(1024, "--max-new-tokens", help="Upper bound on generated tokens.")
 TEMPERATURE = typer.Option(None, "--temperature", help="0 is greedy (default: the checkpoint's generation_config).")
 TOP_K = typer.Option(None, "--top-k", help="Keep the k most likely tokens (0: off).")
