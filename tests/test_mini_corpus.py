@@ -52,3 +52,18 @@ def test_more_sentences_train_only_and_leave_the_held_out_set_as_it_was(tmp_path
     assert len(rows) == len(plain) + len(more)
     assert corpus.sentences_of("Call foo_bar() before using the URL. It is a fine day to go out.", 20, 160) == [
         "It is a fine day to go out."]
+
+
+def test_shards_counted_from_one_make_every_sentence_once():
+    items = list(range(11))
+    halves = items[corpus.parse_shard("1/2")], items[corpus.parse_shard("2/2")]
+    assert sorted(halves[0] + halves[1]) == items  # README's `--shard 1/2` and `--shard 2/2` used to skip item 0
+    assert items[corpus.parse_shard("1/1")] == items
+    assert [items[corpus.parse_shard(f"{k}/3")] for k in (1, 2, 3)] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    for bad in ("0/2", "3/2", "2", "a/b"):
+        try:
+            corpus.parse_shard(bad)
+        except SystemExit as stop:
+            assert "expected K/N with 1 <= K <= N" in str(stop)
+        else:
+            raise AssertionError(f"--shard {bad} was accepted")
