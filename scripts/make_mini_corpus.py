@@ -14,9 +14,10 @@ Output folder (resumable: existing wavs are kept, lists are rewritten atomically
   voice.json        piper's noise settings the speech was made with (a resumed run must use the same)
 
 The sentence selection and the train/held-out split depend only on the text sources and --seed
-(sorted, de-duplicated, then shuffled). The speech is piper's noise-free voice by default (--noise-scale 0
---noise-w 0): the same text always sounds the same, so the codes a small model must learn carry no sampled timing
-or timbre; voice.json records the settings a folder was made with.
+(sorted, de-duplicated, then shuffled). piper samples each sentence's timing and timbre with its default
+noise (--noise-scale 0.667 --noise-w 0.8, as the bundled vita-mini's corpus was made); --noise-scale 0
+--noise-w 0 makes the same text always sound the same (measured: no better for vita-mini, README).
+voice.json records the settings a folder was made with.
 The held-out sentences are one-line fortunes. `--more` (on by default) adds training-only sentences
 after them: the sentences of multi-line fortunes, and of the docstrings of this Python's standard
 library (the same for every Python 3.11.7); any that matches a held-out sentence is dropped.
@@ -224,10 +225,10 @@ def main() -> None:
                     help="add the training-only sentences of multi-line fortunes and stdlib docstrings")
     ap.add_argument("--shard", default="1/1", help="K/N (K from 1): synthesize only every N-th missing sentence from the K-th "
                     "(run N processes, one per core; each rewrites the lists)")
-    ap.add_argument("--noise-scale", type=float, default=0.0,
-                    help="piper's generator noise (0: the same sound for the same text; piper's own default 0.667)")
-    ap.add_argument("--noise-w", type=float, default=0.0,
-                    help="piper's phoneme-duration noise (0: the same timing for the same text; piper's own default 0.8)")
+    ap.add_argument("--noise-scale", type=float, default=PIPER_DEFAULTS["noise_scale"],
+                    help="piper's generator noise (0: the same sound for the same text)")
+    ap.add_argument("--noise-w", type=float, default=PIPER_DEFAULTS["noise_w"],
+                    help="piper's phoneme-duration noise (0: the same timing for the same text)")
     args = ap.parse_args()
     share = parse_shard(args.shard)
 
