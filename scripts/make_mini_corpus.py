@@ -15,8 +15,8 @@ Output folder (resumable: existing wavs are kept, lists are rewritten atomically
 
 The sentence selection and the train/held-out split depend only on the text sources and --seed
 (sorted, de-duplicated, then shuffled). piper samples each sentence's timing and timbre with its default
-noise (--noise-scale 0.667 --noise-w 0.8, as the bundled vita-mini's corpus was made); --noise-scale 0
---noise-w 0 makes the same text always sound the same (measured: no better for vita-mini, README).
+noise (--noise-scale 0.667 --noise-w 0.8, as the codec's corpus was made); --noise-scale 0 --noise-w 0
+makes the same text always sound the same (the bundled vita-mini's corpus; at equal size no better, README).
 voice.json records the settings a folder was made with.
 The held-out sentences are one-line fortunes. `--more` (on by default) adds training-only sentences
 after them: the sentences of multi-line fortunes, and of the docstrings of this Python's standard
@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 FORTUNES = Path("/usr/share/games/fortunes")
-PIPER_DEFAULTS = {"noise_scale": 0.667, "noise_w": 0.8}  # piper's own; the bundled corpus was made with them
+PIPER_DEFAULTS = {"noise_scale": 0.667, "noise_w": 0.8}  # piper's own; the codec's corpus was made with them
 ALLOWED = re.compile(r"^[A-Za-z ,.;:!?'\"()-]+$")
 ATTRIBUTION = re.compile(r"^\s*(--|- )")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
