@@ -38,6 +38,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -209,7 +210,7 @@ def write_atomic(path: Path, lines: list[str]) -> None:
 def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str, voice: dict[str, float]) -> None:
     """One piper process per batch; it writes one wav per input line, named in order by a timestamp.
     `voice` holds piper's noise settings, as recorded in voice.json."""
-    with tempfile.TemporaryDirectory(dir=wavs) as tmp:
+    with tempfile.TemporaryDirectory(dir=wavs, prefix=f"piper-{os.getpid()}-") as tmp:
         text_file = Path(tmp) / "lines.txt"
         text_file.write_text("".join(text + "\n" for _, _, text in batch), encoding="utf-8")
         out = Path(tmp) / "out"
@@ -223,6 +224,24 @@ def synthesize(batch: list[tuple[str, str, str]], wavs: Path, model: str, voice:
             sys.exit(f"piper wrote {len(made)} files for {len(batch)} lines")
         for (utt, _, _), wav in zip(batch, made):
             os.replace(wav, wavs / f"{utt}.wav")
+
+
+def remove_stale_batches(wavs: Path) -> list[Path]:
+    """Remove the piper folders (`piper-PID-*`) of processes that no longer run: a kill mid-batch leaves
+    one, holding no finished wav. Those of live processes (other --shard runs) are left alone."""
+    removed = []
+    for folder in wavs.glob("piper-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # a live process of another user
+            pass
+    return removed
 
 
 def check_voice(out: Path, settings: dict[str, float]) -> None:
@@ -297,6 +316,7 @@ def main() -> None:
     wavs.mkdir(parents=True, exist_ok=True)
     voice = {"noise_scale": args.noise_scale, "noise_w": args.noise_w}
     check_voice(args.out, voice)
+    remove_stale_batches(wavs)
     missing = [r for r in wanted if not (wavs / f"{r[0]}.wav").is_file()]
     todo = missing[share]
     print(f"{len(rows)} sentences ({args.heldout} held out); {len(wanted) - len(missing)} done, {len(todo)} to make here")

@@ -115,3 +115,18 @@ def test_python_docs_sentences_come_last_and_leave_every_earlier_id_as_it_was(tm
     assert {t for _, _, t in added} == {"Heaps are binary trees for which every parent node is small.",
                                         "Welcome to the documentation of this fine language."}
     assert sorted(u for u, _, _ in added) == ["doc_00000", "doc_00001"] and {s for _, s, _ in added} == {"train"}
+
+
+def test_a_killed_batch_leaves_no_folder_behind_once_rerun(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"piper-{gone.pid}-abc"
+    live = tmp_path / f"piper-{corpus.os.getpid()}-def"  # another --shard process still at work
+    for folder in (stale, live):
+        (folder / "out").mkdir(parents=True)
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    assert corpus.remove_stale_batches(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.wav", live.name])
