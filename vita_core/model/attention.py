@@ -2,8 +2,9 @@
 
 Packed rows hold several samples whose position ids run 0, 1, 2, ... (or k+1, k+2, ... for
 MCTP module k, which skips each sample's first positions). A new sample starts wherever a
-position is not its predecessor plus one. SDPA/eager get a block-diagonal causal mask;
-flash-attn gets varlen boundaries (cu_seqlens) instead.
+position is not its predecessor plus one. SDPA gets a boolean block-diagonal causal mask,
+flash-attn varlen boundaries (cu_seqlens) instead. (Hugging Face's eager attention adds its mask
+to the scores, so it would misread a boolean one: vita never selects it.)
 """
 
 from __future__ import annotations

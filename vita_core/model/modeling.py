@@ -104,7 +104,7 @@ class VitaAudioForCausalLM(Qwen2PreTrainedModel):
     # ---- training ----
 
     def _attention_inputs(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor | None, dict]:
-        """Per-sample attention for a packed row: block-diagonal mask (SDPA/eager) or flash varlen."""
+        """Per-sample attention for a packed row: a boolean block-diagonal mask (SDPA) or flash varlen."""
         if self.config._attn_implementation.startswith("flash_attention"):
             return None, varlen_kwargs(position_ids)
         return block_causal_mask(position_ids), {}
